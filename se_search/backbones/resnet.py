@@ -1,0 +1,83 @@
+"""torchvision ResNets (BasicBlock and Bottleneck): ResNet-18..152, ResNeXt, Wide ResNet.
+
+Sites are the residual blocks by dotted name, ``layer1.0`` ... ``layer4.2`` (16 for
+ResNet-50). Each block is split as ``relu(branch(x) + shortcut(x))`` exactly as torchvision's
+``forward`` computes it, so the ``none`` architecture is torchvision's model unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import get_model
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from se_search.backbones import register_backbone
+from se_search.backbones.base import BackboneFamily, Site
+from se_search.blocks import ResidualParts, ResidualSE, SqueezeExcite
+
+
+def _basic_branch(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.bn2(m.conv2(m.relu(m.bn1(m.conv1(x)))))
+
+
+def _bottleneck_branch(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = m.relu(m.bn1(m.conv1(x)))
+    out = m.relu(m.bn2(m.conv2(out)))
+    return m.bn3(m.conv3(out))
+
+
+def _shortcut(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x if m.downsample is None else m.downsample(x)
+
+
+def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    return m.relu(out + identity)
+
+
+_PARTS: dict[type[nn.Module], tuple[ResidualParts, str]] = {
+    BasicBlock: (ResidualParts(_basic_branch, _shortcut, _join), "bn2"),
+    Bottleneck: (ResidualParts(_bottleneck_branch, _shortcut, _join), "bn3"),
+}
+
+
+class ResNetFamily(BackboneFamily):
+    family = "resnet"
+    models = (
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+    )
+
+    def build(self, name: str, *, num_classes: int) -> nn.Module:
+        return get_model(name, weights=None, num_classes=num_classes)
+
+    def list_sites(self, model: nn.Module) -> list[Site]:
+        sites = []
+        for name, module in model.named_modules():
+            known = _PARTS.get(type(module))
+            if known is not None:
+                last_bn = getattr(module, known[1])
+                sites.append(
+                    Site(
+                        name=name,
+                        in_channels=module.conv1.in_channels,
+                        out_channels=last_bn.num_features,
+                        block_type=type(module).__name__,
+                    )
+                )
+        return sites
+
+    def wrap(self, block: nn.Module, se: SqueezeExcite, variant: str) -> nn.Module:
+        parts, _ = _PARTS[type(block)]
+        return ResidualSE(block, se, variant=variant, parts=parts)
+
+
+register_backbone(ResNetFamily())

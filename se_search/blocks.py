@@ -1,0 +1,228 @@
+"""The Squeeze-and-Excitation block and the ways it is integrated into a residual block.
+
+Hu, Shen, Albanie, Sun, Wu: *Squeeze-and-Excitation Networks*, arXiv:1709.01507.
+
+On a feature map ``U`` of ``C`` channels the block computes
+
+- squeeze: ``z_c = mean_{h,w} u_c`` (the paper also ablates ``max``);
+- excitation: ``s = gate(W2 · δ(W1 · z))`` with ``W1 ∈ R^{C/r × C}``, ``W2 ∈ R^{C × C/r}``,
+  ``δ = ReLU`` and ``gate = sigmoid`` (σ in the paper) or ``hardsigmoid``;
+- scale: ``x̃_c = s_c · u_c``.
+
+``W1`` and ``W2`` are 1×1 convolutions with biases (as in the paper's released models and
+timm), so an SE block on ``C`` channels with ratio ``r`` has ``2·C·(C // r) + C // r + C``
+parameters. The squeeze width is ``C // r`` (floor), which must be at least 1, so ``r ≤ C``;
+every width in the torchvision ResNets is a multiple of 64, so for ``r ≤ 64`` there is no
+rounding at all and the paper's exact counts hold.
+
+The squeeze, the gate and the scale are leaf modules of their own (:class:`Squeeze`,
+``nn.Sigmoid``/``nn.Hardsigmoid``, :class:`ChannelScale`) so that the cost model can charge
+for them; profilers charge nothing for a bare ``x * s``.
+
+Integration variants (paper Fig. 5, Table 14) on a residual block
+``y = act(branch(x) + shortcut(x))``:
+
+========== ===================================================== ============
+variant    where the SE block sits                               sees
+========== ===================================================== ============
+standard   on the branch output, before the addition             out channels
+pre        on the branch input, before its first conv            in channels
+post       after the addition and its activation                 out channels
+identity   on the shortcut path, in parallel to the branch       out channels
+none       no block                                              --
+========== ===================================================== ============
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "GATES",
+    "SQUEEZES",
+    "VARIANTS",
+    "ChannelScale",
+    "ResidualParts",
+    "ResidualSE",
+    "Squeeze",
+    "SqueezeExcite",
+    "Variant",
+    "squeeze_width",
+]
+
+
+def squeeze_width(channels: int, reduction: int) -> int:
+    """Hidden width of the excitation MLP: ``channels // reduction``, at least 1.
+
+    Raises ``ValueError`` when ``reduction`` is not a positive integer or exceeds ``channels``.
+    """
+    if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+        raise ValueError(f"reduction must be a positive integer, got {reduction!r}")
+    if reduction > channels:
+        raise ValueError(
+            f"reduction {reduction} exceeds the {channels} channels it squeezes; "
+            f"use a reduction of at most {channels}"
+        )
+    return channels // reduction
+
+
+class Squeeze(nn.Module):
+    """Global pooling of each channel to one value: ``avg`` (the paper's) or ``max``."""
+
+    def __init__(self, mode: str = "avg") -> None:
+        super().__init__()
+        if mode not in SQUEEZES:
+            raise ValueError(f"unknown squeeze {mode!r}; choose one of {sorted(SQUEEZES)}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return SQUEEZES[self.mode](x)
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+
+class ChannelScale(nn.Module):
+    """The scale step ``x̃_c = s_c · u_c``, a module so that cost models can count it."""
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return x * scale
+
+
+SQUEEZES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "avg": lambda x: x.mean(dim=(2, 3), keepdim=True),
+    "max": lambda x: x.amax(dim=(2, 3), keepdim=True),
+}
+GATES: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
+
+
+class SqueezeExcite(nn.Module):
+    """An SE block on ``channels`` channels.
+
+    Args:
+        channels: channels of the feature map it recalibrates (``C``).
+        reduction: the ratio ``r``; the excitation MLP is ``C -> C // r -> C``.
+        squeeze: ``avg`` or ``max`` global pooling.
+        gate: ``sigmoid`` (σ in the paper) or ``hardsigmoid``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        reduction: int = 16,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+    ) -> None:
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"unknown gate {gate!r}; choose one of {sorted(GATES)}")
+        hidden = squeeze_width(channels, reduction)
+        self.channels, self.reduction = channels, reduction
+        self.squeeze = Squeeze(squeeze)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)  # W1
+        self.act = nn.ReLU(inplace=True)  # δ
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)  # W2
+        self.gate = GATES[gate]()  # σ
+        self.scale = ChannelScale()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
+        return self.scale(x, s)
+
+
+# --------------------------------------------------------------------------- residual blocks
+
+
+@dataclass(frozen=True)
+class ResidualParts:
+    """How one residual block class splits into ``act(branch(x) + shortcut(x))``.
+
+    Each function takes the :class:`ResidualSE` (which holds the original block's children
+    under their original names) and a tensor. Backbone adapters register one per block class.
+    """
+
+    branch: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    shortcut: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    join: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _standard(m: ResidualSE, x: torch.Tensor) -> torch.Tensor:
+    p = m.parts
+    return p.join(m, m.se(p.branch(m, x)), p.shortcut(m, x))
+
+
+def _pre(m: ResidualSE, x: torch.Tensor) -> torch.Tensor:
+    p = m.parts
+    return p.join(m, p.branch(m, m.se(x)), p.shortcut(m, x))
+
+
+def _post(m: ResidualSE, x: torch.Tensor) -> torch.Tensor:
+    p = m.parts
+    return m.se(p.join(m, p.branch(m, x), p.shortcut(m, x)))
+
+
+def _identity(m: ResidualSE, x: torch.Tensor) -> torch.Tensor:
+    p = m.parts
+    return p.join(m, p.branch(m, x), m.se(p.shortcut(m, x)))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One integration variant: which width its SE block sees and how the block runs."""
+
+    name: str
+    description: str
+    sees: Literal["in", "out"] | None  # None: no SE block at all
+    residual_forward: Callable[[ResidualSE, torch.Tensor], torch.Tensor] | None
+    paper_top1_err: float  # SE-ResNet-50, paper Table 14
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("none", "no SE block", None, None, 23.30),
+        Variant("standard", "on the residual branch, before the addition", "out", _standard, 22.28),
+        Variant("pre", "on the residual branch input, before its first conv", "in", _pre, 22.23),
+        Variant("post", "after the addition and its activation", "out", _post, 22.78),
+        Variant("identity", "on the shortcut, in parallel to the branch", "out", _identity, 22.20),
+    )
+}
+
+
+class ResidualSE(nn.Module):
+    """A residual block with an SE block placed by ``variant``.
+
+    It adopts the original block's children under their original names, so every key of the
+    original block's ``state_dict`` is unchanged (backbone weights load) and the SE block's
+    parameters are added under ``se.``.
+    """
+
+    def __init__(
+        self, block: nn.Module, se: SqueezeExcite, *, variant: str, parts: ResidualParts
+    ) -> None:
+        super().__init__()
+        forward = VARIANTS[variant].residual_forward
+        if forward is None:
+            raise ValueError(f"variant {variant!r} places no SE block; leave the block as it is")
+        for name, child in block.named_children():
+            self.add_module(name, child)
+        for name, value in vars(block).items():  # plain attributes such as ``stride``
+            if not name.startswith("_") and name != "training":
+                setattr(self, name, value)
+        self.se = se
+        self.variant = variant
+        self.parts = parts
+        self.block_type = type(block).__name__
+        self._forward = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.block_type}, variant={self.variant}"

@@ -1,0 +1,158 @@
+"""Cost model: parameters, FLOPs (multiply-adds) and measured latency.
+
+FLOPs follow the SENet paper's convention, multiply-adds, counted by thop. thop charges
+nothing for a bare ``x * s`` or for activations, so the SE block's own steps have rules here,
+one operation per element: the squeeze (one add or compare per input element), the gate (one
+per channel) and the channel-wise scale (one multiply per element). The model is profiled
+as a deep copy, because thop leaves hooks and ``total_ops`` state on what it profiles.
+
+Convolutions and linear layers are multiply-adds without bias; thop also charges 2 per
+element for batch norm and the final average pooling, which is why plain ResNet-50 comes to
+4.134 G rather than torchvision's published 4.089 G (convolutions and the FC only).
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from se_search.blocks import ChannelScale, Squeeze
+
+__all__ = ["FLOP_RULES", "Latency", "count_flops", "count_params", "measure_latency"]
+
+
+def _per_input_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    m.total_ops += x[0].numel()
+
+
+def _per_output_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    m.total_ops += y.numel()
+
+
+#: thop rules for what thop itself counts as free.
+FLOP_RULES: dict[type[nn.Module], Any] = {
+    Squeeze: _per_input_element,
+    ChannelScale: _per_input_element,
+    nn.Sigmoid: _per_output_element,
+    nn.Hardsigmoid: _per_output_element,
+}
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, *, image_size: int, in_channels: int = 3) -> int:
+    """Multiply-adds of one forward pass at batch 1 and ``image_size`` x ``image_size``."""
+    import thop  # heavy-ish and only needed here
+
+    probe = copy.deepcopy(model).cpu().float().eval()
+    x = torch.zeros(1, in_channels, image_size, image_size)
+    macs, _ = thop.profile(probe, inputs=(x,), custom_ops=FLOP_RULES, verbose=False)
+    return int(macs)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One latency measurement and the conditions it was taken under."""
+
+    median_ms: float
+    iqr_ms: float
+    device: str
+    device_name: str
+    torch_version: str
+    threads: int
+    batch_size: int
+    input_size: tuple[int, int, int]
+    warmup: int
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        from se_search.errors import SESearchError
+
+        raise SESearchError(
+            f"latency device {device!r} asked for, but CUDA is not available here; "
+            "use latency.device: auto or cpu"
+        )
+    return resolved
+
+
+def measure_latency(
+    model: nn.Module,
+    *,
+    image_size: int,
+    batch_size: int = 1,
+    device: str = "auto",
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+    in_channels: int = 3,
+) -> Latency:
+    """Median and interquartile range of ``repeats`` timed forward passes in eval mode.
+
+    On CUDA each pass is bracketed by ``torch.cuda.synchronize`` so the time is the kernels',
+    not the launch's. ``threads`` sets torch's intra-op threads for the measurement only.
+    """
+    dev = resolve_device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        net = copy.deepcopy(model).to(dev).eval()
+        x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
+        times = time_forward(net, x, warmup=warmup, repeats=repeats)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return Latency(
+        median_ms=statistics.median(times),
+        iqr_ms=q3 - q1,
+        device=str(dev),
+        device_name=device_name(dev),
+        torch_version=torch.__version__,
+        threads=used_threads,
+        batch_size=batch_size,
+        input_size=(in_channels, image_size, image_size),
+        warmup=warmup,
+        repeats=repeats,
+    )
+
+
+@torch.inference_mode()
+def time_forward(net: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward passes after ``warmup`` untimed ones."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        net(x)
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        net(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()

@@ -1,0 +1,135 @@
+"""Build a backbone with SE blocks placed by an :class:`~se_search.arch.Architecture`."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from se_search.arch import Architecture
+from se_search.backbones import get_backbone
+from se_search.blocks import SqueezeExcite
+from se_search.errors import ArchitectureError, BackboneError
+from se_search.space import BackboneSpec, SearchSpace
+
+__all__ = ["build_backbone", "build_model", "insert_se"]
+
+
+def build_backbone(spec: BackboneSpec) -> nn.Module:
+    """The plain backbone of ``spec``, with ``spec.weights`` loaded when given.
+
+    ``weights`` is a local checkpoint (a ``state_dict``, or a dict holding one under
+    ``state_dict`` or ``model``) or a torchvision weights name such as ``IMAGENET1K_V2``
+    (downloaded by torchvision, so it needs internet). A classifier whose shape differs from
+    ``num_classes`` is left freshly initialised, with a warning.
+    """
+    model = get_backbone(spec.model).build(spec.model, num_classes=spec.num_classes)
+    if spec.weights is not None:
+        _load_weights(model, spec)
+    return model
+
+
+def insert_se(model: nn.Module, arch: Architecture, *, backbone: str) -> nn.Module:
+    """A copy of ``model`` with an SE block at every site of ``arch``; ``model`` is untouched.
+
+    SE blocks are created in site order after the copy, so under a fixed seed the same
+    ``(model, arch)`` always gives the same weights.
+    """
+    family = get_backbone(backbone)
+    sites = {site.name: site for site in family.list_sites(model)}
+    arch.check_sites(sites)
+    out = copy.deepcopy(model)
+    for name, site in sites.items():
+        choice = arch.choice(name)
+        if choice.is_none:
+            continue
+        try:
+            se = SqueezeExcite(
+                site.channels(choice.variant),
+                reduction=choice.reduction,
+                squeeze=choice.squeeze,
+                gate=choice.gate,
+            )
+        except ValueError as err:
+            raise ArchitectureError(f"site {name} ({choice}): {err}") from None
+        family.apply(out, site, se, choice.variant)
+    return out
+
+
+def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:
+    """The space's backbone (weights loaded) with ``arch``'s SE blocks.
+
+    Under ``torch.manual_seed(s)``, the ``none`` architecture gives exactly torchvision's
+    model built under the same seed.
+    """
+    arch.check_sites(space.site_names)
+    return insert_se(build_backbone(space.backbone), arch, backbone=space.backbone.model)
+
+
+def _load_weights(model: nn.Module, spec: BackboneSpec) -> None:
+    state = _read_state_dict(spec)
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    for key in mismatched:
+        del state[key]
+    if mismatched:
+        warnings.warn(
+            f"backbone.weights: {', '.join(mismatched)} do not fit num_classes="
+            f"{spec.num_classes}; those layers keep their fresh initialisation",
+            stacklevel=3,
+        )
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    if missing or result.unexpected_keys:
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r} does not fit {spec.model}: "
+            f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}; "
+            f"give a state_dict saved from torchvision's {spec.model}"
+        )
+
+
+def _read_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    path = Path(spec.weights).expanduser()
+    if path.is_file():
+        try:
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise BackboneError(
+                f"backbone.weights {str(path)!r} cannot be read as a PyTorch checkpoint "
+                f"({err}); save it with torch.save(model.state_dict(), path)"
+            ) from None
+        for key in ("state_dict", "model"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        if not isinstance(obj, dict):
+            raise BackboneError(
+                f"backbone.weights {str(path)!r} holds no state_dict; "
+                "save it with torch.save(model.state_dict(), path)"
+            )
+        return dict(obj)
+    if "/" in spec.weights or path.suffix in {".pt", ".pth", ".ckpt", ".bin"}:
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r}: no such file; check the path, "
+            "or give a torchvision weights name such as IMAGENET1K_V2"
+        )
+    from torchvision.models import get_model_weights
+
+    try:
+        weights = get_model_weights(spec.model)[spec.weights]
+    except KeyError:
+        names = ", ".join(w.name for w in get_model_weights(spec.model))
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r} is neither a file nor a torchvision weights "
+            f"name of {spec.model}; use a checkpoint path or one of: {names}, DEFAULT"
+        ) from None
+    try:
+        return dict(weights.get_state_dict(progress=False))
+    except Exception as err:  # offline: urllib raises several kinds
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r} could not be downloaded ({err}); "
+            "without internet, save the weights to a file and give its path"
+        ) from None

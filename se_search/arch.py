@@ -60,7 +60,9 @@ class SEChoice:
                 f"unknown squeeze {self.squeeze!r}; choose one of {', '.join(SQUEEZES)}"
             )
         if self.gate not in GATES:
-            raise ArchitectureError(f"unknown gate {self.gate!r}; choose one of {', '.join(GATES)}")
+            raise ArchitectureError(
+                f"unknown gate {self.gate!r}; choose one of {', '.join(GATES)}"
+            )
 
     @property
     def is_none(self) -> bool:

@@ -187,7 +187,9 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("none", "no SE block", None, None, 23.30),
-        Variant("standard", "on the residual branch, before the addition", "out", _standard, 22.28),
+        Variant(
+            "standard", "on the residual branch, before the addition", "out", _standard, 22.28
+        ),
         Variant("pre", "on the residual branch input, before its first conv", "in", _pre, 22.23),
         Variant("post", "after the addition and its activation", "out", _post, 22.78),
         Variant("identity", "on the shortcut, in parallel to the branch", "out", _identity, 22.20),

@@ -87,7 +87,9 @@ def inspect(
 def _print_description(info: dict[str, Any]) -> None:
     table = Table(title=f"{info['space']}: {info['backbone']}, {info['summary']}")
     for column in ("site", "block", "in", "out", "choice", "SE params"):
-        table.add_column(column, justify="right" if column in {"in", "out", "SE params"} else "left")
+        table.add_column(
+            column, justify="right" if column in {"in", "out", "SE params"} else "left"
+        )
     for s in info["sites"]:
         choice = s["choice"] if s["searched"] else f"[dim]{s['choice']} (not searched)[/]"
         table.add_row(

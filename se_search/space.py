@@ -28,7 +28,7 @@ from pydantic import (
     field_validator,
 )
 
-from se_search.backbones import BackboneFamily, Site, get_backbone, list_backbones
+from se_search.backbones import BackboneFamily, Site, get_backbone
 from se_search.blocks import GATES, SQUEEZES, VARIANTS
 from se_search.errors import BackboneError, SpaceError
 
@@ -41,7 +41,12 @@ __all__ = [
 ]
 
 #: Objectives a space can optimise, with the direction each usually takes.
-OBJECTIVES: dict[str, str] = {"accuracy": "max", "params": "min", "flops": "min", "latency_ms": "min"}
+OBJECTIVES: dict[str, str] = {
+    "accuracy": "max",
+    "params": "min",
+    "flops": "min",
+    "latency_ms": "min",
+}
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
@@ -208,7 +213,9 @@ def spaces_dir() -> Path:
     for candidate in (package / "search_spaces", package.parent / "search_spaces"):
         if candidate.is_dir():
             return candidate
-    raise SpaceError("search_spaces", ["the bundled search spaces are missing; reinstall se-search"])
+    raise SpaceError(
+        "search_spaces", ["the bundled search spaces are missing; reinstall se-search"]
+    )
 
 
 def bundled_spaces() -> list[str]:
@@ -222,7 +229,9 @@ def resolve_space_path(spec: str | Path) -> Path:
     if path.is_file():
         return path
     if path.parent == Path("."):
-        bundled = spaces_dir() / (path.name if path.suffix in {".yaml", ".yml"} else f"{path}.yaml")
+        bundled = spaces_dir() / (
+            path.name if path.suffix in {".yaml", ".yml"} else f"{path}.yaml"
+        )
         if bundled.is_file():
             return bundled
     raise SpaceError(
@@ -263,7 +272,9 @@ def load_space(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpaceError(file, [f"{file}:1: the top level must be a mapping of keys, e.g. 'name: x'"])
+        raise SpaceError(
+            file, [f"{file}:1: the top level must be a mapping of keys, e.g. 'name: x'"]
+        )
     data.setdefault("name", path.stem)
     overridden = _apply_overrides(data, _parse_overrides(file, overrides))
 
@@ -403,9 +414,7 @@ def key_path(loc: Iterable[Any]) -> str:
     for key in loc:
         if isinstance(key, int):
             out += f"[{key}]"
-        elif key == "[key]":
-            continue
-        elif not re.fullmatch(r"[\w-]+", str(key)):  # union member names like 'literal[...]'
+        elif key == "[key]" or not re.fullmatch(r"[\w-]+", str(key)):
             continue
         else:
             out += f".{key}" if out else str(key)
@@ -449,9 +458,7 @@ def _message(loc: tuple[Any, ...], error: Mapping[str, Any]) -> str:
     if loc[:2] == ("choices", "reduction"):
         return f"reduction {value!r} is not a positive integer; use integers such as 4, 8, 16"
     if loc and loc[0] == "objectives" and "[key]" in error["loc"]:
-        return (
-            f"unknown objective {value!r}; objectives are any of {', '.join(OBJECTIVES)}"
-        )
+        return f"unknown objective {value!r}; objectives are any of {', '.join(OBJECTIVES)}"
     if loc and loc[0] == "objectives":
         return f"direction {value!r} is neither 'min' nor 'max'; use min or max"
     if loc and loc[0] == "constraints" and "[key]" in error["loc"]:

@@ -73,23 +73,32 @@ def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:
 def _load_weights(model: nn.Module, spec: BackboneSpec) -> None:
     state = _read_state_dict(spec)
     own = model.state_dict()
+    head = _classifier_prefix(model)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    misfits = [k for k in mismatched if head is None or not k.startswith(head)]
     for key in mismatched:
         del state[key]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    if misfits or missing or result.unexpected_keys:
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r} does not fit {spec.model}: "
+            f"wrong shapes {misfits[:3]}, missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}; "
+            f"give a state_dict saved from torchvision's {spec.model}"
+        )
     if mismatched:
         warnings.warn(
             f"backbone.weights: {', '.join(mismatched)} do not fit num_classes="
-            f"{spec.num_classes}; those layers keep their fresh initialisation",
+            f"{spec.num_classes}; the classifier keeps its fresh initialisation",
             stacklevel=3,
         )
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in mismatched]
-    if missing or result.unexpected_keys:
-        raise BackboneError(
-            f"backbone.weights {spec.weights!r} does not fit {spec.model}: "
-            f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}; "
-            f"give a state_dict saved from torchvision's {spec.model}"
-        )
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    """``fc.`` for a ResNet: the last linear layer, the only one whose shape may differ."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return f"{linear[-1]}." if linear else None
 
 
 def _read_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:

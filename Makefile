@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make run` (the main job) and `make test` (the tests).
+# Both create .venv and install the project into it on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-all lint bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)  ## describe the paper's SE-ResNet-50 in the bundled space (search arrives with `se-search run`)
+	$(VENV)/bin/se-search inspect --space search_spaces/resnet50.yaml --arch standard:16
+
+test: $(STAMP)  ## the default suite (slow tests excluded), a few minutes on 2 cores
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check se_search tests benchmarks
+	$(VENV)/bin/ruff format --check se_search tests benchmarks
+
+bench: $(STAMP)  ## SE overhead over plain ResNet-50, beside timm's seresnet50
+	$(PY) -m pip install -q "timm>=1.0"
+	$(PY) benchmarks/se_overhead.py

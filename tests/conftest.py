@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from se_search.space import SearchSpace, load_space
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def write_space(tmp_path: Path) -> Callable[[str], Path]:
+    """Write YAML text (dedented) to a file and return its path."""
+
+    def write(text: str, name: str = "space.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def small_space_file(tmp_path: Path) -> Path:
+    """A copy of tests/assets/small.yaml: ResNet-18 (8 sites), tiny images."""
+    path = tmp_path / "small.yaml"
+    shutil.copy(ASSETS / "small.yaml", path)
+    return path
+
+
+@pytest.fixture
+def small_space(small_space_file: Path) -> SearchSpace:
+    return load_space(small_space_file)

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from se_search.arch import Architecture
+from se_search.cli import app
+
+runner = CliRunner()
+
+
+def test_inspect_json_has_the_promised_fields(small_space_file: Path) -> None:
+    result = runner.invoke(
+        app, ["inspect", "--space", str(small_space_file), "--arch", "standard:16", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert {"params", "flops", "latency_ms", "sites", "arch_hash"} <= set(info)
+    assert (
+        info["arch_hash"]
+        == Architecture.uniform([s["site"] for s in info["sites"]], "standard:16").hash
+    )
+    assert len(info["sites"]) == 8 and all(s["choice"] == "standard:16" for s in info["sites"])
+    assert info["latency_ms"] > 0 and info["latency"]["repeats"] == 3
+    none = json.loads(
+        runner.invoke(
+            app, ["inspect", "-s", str(small_space_file), "--json", "--no-latency"]
+        ).stdout
+    )
+    se_params = sum(s["se_params"] for s in info["sites"])
+    assert info["params"] - none["params"] == se_params > 0
+    assert info["flops"] > none["flops"] and none["latency_ms"] is None
+
+
+def test_inspect_table_and_json_file_round_trip(small_space_file: Path, tmp_path: Path) -> None:
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps({"layer2.0": "pre:4", "layer4.1": "post:16"}))
+    result = runner.invoke(
+        app, ["inspect", "-s", str(small_space_file), "-a", str(arch_file), "--no-latency"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "layer2.0" in result.stdout and "pre:4" in result.stdout
+    assert "multiply-adds" in result.stdout and "latency" not in result.stdout
+    dumped = tmp_path / "dumped.json"
+    dumped.write_text(
+        runner.invoke(
+            app,
+            [
+                "inspect",
+                "-s",
+                str(small_space_file),
+                "-a",
+                str(arch_file),
+                "--json",
+                "--no-latency",
+            ],
+        ).stdout
+    )
+    again = runner.invoke(
+        app, ["inspect", "-s", str(small_space_file), "-a", str(dumped), "--json", "--no-latency"]
+    )
+    assert (
+        json.loads(again.stdout)["arch_hash"]
+        == Architecture({"layer2.0": "pre:4", "layer4.1": "post:16"}).hash
+    )
+
+
+def test_bad_space_exits_2_with_the_key_path_and_no_traceback(write_space) -> None:
+    path = write_space("backbone: {model: resnet18}\nchoices: {variant: [sideways]}\n")
+    result = runner.invoke(app, ["inspect", "--space", str(path)])
+    assert result.exit_code == 2
+    assert "choices.variant[0]: unknown variant 'sideways'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_arch_and_set_exit_2(small_space_file: Path) -> None:
+    bad_arch = runner.invoke(app, ["inspect", "-s", str(small_space_file), "-a", "se:16"])
+    assert bad_arch.exit_code == 2 and "unknown variant 'se'" in bad_arch.output
+    bad_set = runner.invoke(
+        app, ["inspect", "-s", str(small_space_file), "--set", "search.trials=-1"]
+    )
+    assert bad_set.exit_code == 2 and "search.trials" in bad_set.output
+
+
+def test_spaces_lists_bundled_spaces() -> None:
+    result = runner.invoke(app, ["spaces"])
+    assert result.exit_code == 0
+    assert "resnet50" in result.stdout and "resnet18" in result.stdout
+
+
+def test_console_script_in_a_real_process(write_space) -> None:
+    """The installed entry point, as a user runs it: exit codes and stderr."""
+    exe = Path(sys.executable).with_name("se-search")
+    ok = subprocess.run(
+        [
+            str(exe),
+            "inspect",
+            "--space",
+            "resnet18",
+            "--arch",
+            "identity:8",
+            "--json",
+            "--no-latency",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["summary"] == "identity:8 x8"
+    bad = write_space("backbone: {model: resnet18}\nobjectives: {accuracy: up}\n")
+    failed = subprocess.run(
+        [str(exe), "inspect", "--space", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert failed.returncode == 2
+    assert "objectives.accuracy" in failed.stderr and "Traceback" not in failed.stderr

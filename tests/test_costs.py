@@ -1,0 +1,133 @@
+"""The cost model against the SENet paper's figures (exact arithmetic) and torchvision's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import get_model
+
+from se_search.arch import Architecture
+from se_search.backbones import get_backbone
+from se_search.costs import count_flops, count_params, measure_latency, resolve_device
+from se_search.errors import SESearchError
+from se_search.surgery import insert_se
+
+RESNET = get_backbone("resnet50")
+# Output widths and spatial sizes (at 224x224) of ResNet-50's 16 blocks.
+WIDTHS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+SIDES = [56] * 3 + [28] * 4 + [14] * 6 + [7] * 3
+RESNET50_PARAMS = 25_557_032
+TORCHVISION_GMACS = 4.089  # torchvision's published _ops for resnet50 (convs and the FC)
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_model("resnet50", num_classes=1000)
+
+
+@pytest.fixture(scope="module")
+def sites(resnet50: torch.nn.Module) -> list[str]:
+    return [s.name for s in RESNET.list_sites(resnet50)]
+
+
+def _with(model: torch.nn.Module, sites: list[str], choice: str) -> torch.nn.Module:
+    return insert_se(model, Architecture.uniform(sites, choice), backbone="resnet50")
+
+
+def test_plain_resnet50_params(resnet50: torch.nn.Module) -> None:
+    assert count_params(resnet50) == RESNET50_PARAMS  # 25.557 M
+
+
+# Paper Table 10: reduction ratio r -> params as printed (M), and the exact count (M).
+TABLE_10 = {
+    2: (45.7, 45.699),
+    4: (35.7, 35.636),
+    8: (30.7, 30.604),
+    16: (28.1, 28.088),
+    32: (26.9, 26.830),
+}
+
+
+@pytest.mark.parametrize("r", TABLE_10)
+def test_paper_table_10_parameter_counts(
+    resnet50: torch.nn.Module, sites: list[str], r: int
+) -> None:
+    printed, exact = TABLE_10[r]
+    params = count_params(_with(resnet50, sites, f"standard:{r}"))
+    # 2·ΣC²/r for the FC weights plus C/r + C biases per block, computed from the widths.
+    expected = RESNET50_PARAMS + sum(2 * c * (c // r) + c // r + c for c in WIDTHS)
+    assert params == expected
+    assert abs(params / 1e6 - exact) < 0.005
+    assert abs(params / 1e6 - printed) < 0.1
+
+
+def test_flops_of_plain_resnet50_match_torchvision(resnet50: torch.nn.Module) -> None:
+    gmacs = count_flops(resnet50, image_size=224) / 1e9
+    assert abs(gmacs - TORCHVISION_GMACS) / TORCHVISION_GMACS < 0.02
+
+
+def test_se_flops_count_pooling_gate_and_scale(
+    resnet50: torch.nn.Module, sites: list[str]
+) -> None:
+    base = count_flops(resnet50, image_size=224)
+    added = count_flops(_with(resnet50, sites, "standard:16"), image_size=224) - base
+    fcs = sum(2 * c * (c // 16) for c in WIDTHS)
+    pooling = scale = sum(c * s * s for c, s in zip(WIDTHS, SIDES))
+    gate = sum(WIDTHS)
+    assert added == fcs + pooling + gate + scale  # exactly, one op per element
+    assert added > fcs  # what thop alone would have charged
+    assert 0.002 < added / base < 0.005  # paper: 3.86 -> 3.87 GFLOPs (+0.26%)
+
+
+def test_pre_variant_squeezes_the_narrower_input(
+    resnet50: torch.nn.Module, sites: list[str]
+) -> None:
+    standard = count_params(_with(resnet50, sites, "standard:16"))
+    pre = count_params(_with(resnet50, sites, "pre:16"))
+    assert pre < standard  # bottleneck inputs are 4x narrower at each stage's first block
+    assert count_params(_with(resnet50, sites, "identity:16")) == standard
+
+
+def test_profiling_leaves_the_model_untouched(small_model: torch.nn.Module) -> None:
+    keys = set(small_model.state_dict())
+    first = count_flops(small_model, image_size=32)
+    assert count_flops(small_model, image_size=32) == first
+    assert set(small_model.state_dict()) == keys
+    assert not any(hasattr(m, "total_ops") for m in small_model.modules())
+    assert small_model.training  # mode restored (it was in train mode)
+
+
+@pytest.fixture
+def small_model() -> torch.nn.Module:
+    model = get_model("resnet18", num_classes=10)
+    sites = [s.name for s in get_backbone("resnet18").list_sites(model)]
+    return insert_se(model, Architecture.uniform(sites, "standard:4"), backbone="resnet18")
+
+
+def test_latency_record(small_model: torch.nn.Module) -> None:
+    threads = torch.get_num_threads()
+    result = measure_latency(
+        small_model, image_size=32, batch_size=2, device="cpu", warmup=1, repeats=5, threads=1
+    )
+    assert result.median_ms > 0 and result.iqr_ms >= 0
+    assert result.device == "cpu" and result.device_name
+    assert result.threads == 1 and torch.get_num_threads() == threads
+    assert result.batch_size == 2 and result.input_size == (3, 32, 32)
+    assert result.repeats == 5 and result.torch_version == torch.__version__
+    assert small_model.training  # measured on a copy in eval mode
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_latency_without_cuda_says_what_to_use() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(SESearchError, match="latency.device: auto or cpu"):
+        resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_latency(small_model: torch.nn.Module) -> None:
+    result = measure_latency(small_model, image_size=32, device="cuda", warmup=2, repeats=5)
+    assert result.device.startswith("cuda") and result.median_ms > 0
+    assert result.device_name == torch.cuda.get_device_name()

@@ -130,10 +130,10 @@ def test_architecture_outside_the_space_is_refused(write_space: WriteSpace) -> N
         "resnet18",
         "resnet34",
         "resnet50",
-        pytest.param("resnet101", marks=pytest.mark.slow),
-        pytest.param("resnet152", marks=pytest.mark.slow),
+        "resnet101",
+        "resnet152",
         "resnext50_32x4d",
-        pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
+        "resnext101_32x8d",
         "wide_resnet50_2",
     ],
 )

@@ -32,7 +32,8 @@ def _shortcut(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    return m.relu(out + identity)
+    out += identity  # in place, as torchvision does: ``out`` is always a fresh tensor here
+    return m.relu(out)
 
 
 _PARTS: dict[type[nn.Module], tuple[ResidualParts, str]] = {

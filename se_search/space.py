@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import (
 from se_search.backbones import BackboneFamily, Site, get_backbone
 from se_search.blocks import GATES, SQUEEZES, VARIANTS
 from se_search.errors import BackboneError, SpaceError
+from se_search.yamlpath import NodeLines, fields_at, key_path
 
 __all__ = [
     "OBJECTIVES",
@@ -281,7 +281,7 @@ def load_space(
     try:
         space = SearchSpace.model_validate(data)
     except ValidationError as err:
-        lines = _NodeLines(root)
+        lines = NodeLines(root)
         raise SpaceError(
             file,
             [_describe(file, lines, overridden, e) for e in err.errors(include_url=False)],
@@ -294,7 +294,7 @@ def load_space(
     space._all_sites = tuple(family.list_sites(skeleton))
     problems = _check_sites(space) or _check_reductions(space)
     if problems:
-        lines = _NodeLines(root)
+        lines = NodeLines(root)
         raise SpaceError(
             file, [_locate(file, lines, overridden, loc, msg) for loc, msg in problems]
         )
@@ -379,51 +379,9 @@ def _check_reductions(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
 # ---------------------------------------------------------------------------- error messages
 
 
-class _NodeLines:
-    """Line numbers of YAML nodes by key path, for error messages."""
-
-    def __init__(self, root: yaml.Node | None) -> None:
-        self.root = root
-
-    def line(self, loc: tuple[Any, ...]) -> int | None:
-        """The line of the deepest key or item of ``loc`` found in the file."""
-        node = self.root
-        best = node.start_mark.line + 1 if node is not None else None
-        for key in loc:
-            found = self._child(node, key)
-            if found is None:
-                break
-            mark, node = found
-            best = mark.line + 1
-        return best
-
-    @staticmethod
-    def _child(node: yaml.Node | None, key: Any) -> tuple[Any, yaml.Node] | None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == str(key):
-                    return k.start_mark, v
-        if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            return node.value[key].start_mark, node.value[key]
-        return None
-
-
-def key_path(loc: Iterable[Any]) -> str:
-    """``('choices', 'reduction', 2)`` -> ``choices.reduction[2]``."""
-    out = ""
-    for key in loc:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        elif key == "[key]" or not re.fullmatch(r"[\w-]+", str(key)):
-            continue
-        else:
-            out += f".{key}" if out else str(key)
-    return out or "(top level)"
-
-
 def _locate(
     file: str,
-    lines: _NodeLines,
+    lines: NodeLines,
     overridden: set[tuple[str, ...]],
     loc: tuple[Any, ...],
     message: str,
@@ -438,7 +396,7 @@ def _locate(
 
 
 def _describe(
-    file: str, lines: _NodeLines, overridden: set[tuple[str, ...]], error: Mapping[str, Any]
+    file: str, lines: NodeLines, overridden: set[tuple[str, ...]], error: Mapping[str, Any]
 ) -> str:
     loc = tuple(k for k in error["loc"] if not (isinstance(k, str) and "[" in k and k != "[key]"))
     return _locate(file, lines, overridden, loc, _message(loc, error))
@@ -447,7 +405,7 @@ def _describe(
 def _message(loc: tuple[Any, ...], error: Mapping[str, Any]) -> str:
     kind, msg, value = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
-        valid = ", ".join(_fields_at(loc[:-1]))
+        valid = ", ".join(fields_at(SearchSpace, loc[:-1]))
         return f"unknown key {loc[-1]!r}; remove or rename it (valid keys here: {valid})"
     if kind == "missing":
         return f"required key is missing; add '{loc[-1]}:'"
@@ -466,13 +424,3 @@ def _message(loc: tuple[Any, ...], error: Mapping[str, Any]) -> str:
     if loc == ("sites",):
         return "give 'all', or a list of site names or globs such as ['layer3.*', 'layer4.0']"
     return f"{msg} (got {value!r})"
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = SearchSpace
-    for key in loc:
-        field = getattr(model, "model_fields", {}).get(key)
-        if field is None:
-            return []
-        model = field.annotation
-    return list(getattr(model, "model_fields", {}))

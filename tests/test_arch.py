@@ -121,3 +121,14 @@ def test_bad_json_files(tmp_path: Path) -> None:
 def test_bad_preset_names_the_forms() -> None:
     with pytest.raises(ArchitectureError, match="'standard:16', or the path of a JSON file"):
         resolve_architecture("se16", sites=SITES)
+
+
+def test_public_api_is_lazy_and_complete() -> None:
+    code = (
+        "import sys, se_search;"
+        "assert 'torch' not in sys.modules, 'import se_search pulled in torch';"
+        "missing = [n for n in se_search.__all__ if getattr(se_search, n, None) is None];"
+        "assert not missing, missing; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -131,3 +131,29 @@ def test_cuda_latency(small_model: torch.nn.Module) -> None:
     result = measure_latency(small_model, image_size=32, device="cuda", warmup=2, repeats=5)
     assert result.device.startswith("cuda") and result.median_ms > 0
     assert result.device_name == torch.cuda.get_device_name()
+
+
+@pytest.mark.parametrize(("model", "image_size"), [("resnet18", 32), ("resnet50", 64)])
+def test_cost_table_equals_profiling_the_built_model(model: str, image_size: int) -> None:
+    import random
+
+    from se_search.arch import SEChoice
+    from se_search.costs import CostTable
+
+    family = get_backbone(model)
+    base = get_model(model, num_classes=10)
+    table = CostTable.build(base, family=family, image_size=image_size)
+    sites = [s.name for s in family.list_sites(base)]
+    rng = random.Random(0)
+    choices = [
+        SEChoice(v, r, sq, g)
+        for v in ("none", "standard", "pre", "post", "identity")
+        for r in (2, 16)
+        for sq in ("avg", "max")
+        for g in ("sigmoid", "hardsigmoid")
+    ]
+    archs = [Architecture(), Architecture.uniform(sites, "pre:2")]
+    archs += [Architecture({s: rng.choice(choices) for s in sites}) for _ in range(3)]
+    for arch in archs:
+        net = insert_se(base, arch, backbone=model)
+        assert table.costs(arch) == (count_params(net), count_flops(net, image_size=image_size))

@@ -7,6 +7,7 @@ code 2, in one place (:class:`_Group`); other exceptions are bugs and keep their
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -114,6 +115,211 @@ def _print_description(info: dict[str, Any]) -> None:
             f"({lat['device']} {lat['device_name']}, batch {lat['batch_size']}, "
             f"{lat['threads']} threads, torch {lat['torch_version']}, {lat['repeats']} repeats)"
         )
+
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Results database URL; default: the space's storage, else sqlite:///se_search.db."
+    ),
+]
+StudyOpt = Annotated[str | None, typer.Option(help="Study name (default: the space's).")]
+DEFAULT_STORAGE = "sqlite:///se_search.db"
+
+
+@app.command()
+def run(
+    space: SpaceOpt,
+    trials: Annotated[
+        int | None, typer.Option(help="Finished trials wanted in total (search.trials).")
+    ] = None,
+    storage: StorageOpt = None,
+    engine: Annotated[str | None, typer.Option(help="local (search.engine).")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Search the space: train candidates, store them and the Pareto front, print the front.
+
+    Running the same command again resumes the same study.
+    """
+    import optuna
+
+    from se_search.engines import get_engine
+    from se_search.progress import SearchProgress, front_table
+    from se_search.space import load_space
+
+    flags = {"search.trials": trials, "storage": storage, "search.engine": engine}
+    loaded = load_space(space, [*(overrides or []), *_flag_overrides(flags)])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with SearchProgress(err_console) as progress:
+        searcher = get_engine(loaded.search.engine)(loaded, listener=progress)
+        summary = searcher.run()
+    console.print(
+        front_table(
+            summary.front,
+            title=f"Pareto front of {summary.study_name}: "
+            f"{len(summary.front)} of {summary.finished} finished trials",
+        )
+    )
+    console.print(
+        f"results in {summary.storage} (study {summary.study_name}); export one with\n"
+        f"  se-search export --study {summary.study_name} --storage {summary.storage} "
+        "--pick knee --format state_dict -o model.pt",
+        highlight=False,
+    )
+    if summary.finished < summary.target:
+        err_console.print(
+            f"[bold red]stopped:[/] {summary.failed} trial(s) of this run failed and "
+            f"{summary.finished} of {summary.target} finished; see why with "
+            f"se-search show N --study {summary.study_name}"
+        )
+        raise typer.Exit(1)
+
+
+def _flag_overrides(flags: dict[str, Any]) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+
+
+def _results(space: str | None, study: str | None, storage: str | None) -> Any:
+    """Open a study's results from --space (its storage and study) or --study/--storage."""
+    from se_search.errors import SESearchError
+    from se_search.results import Results
+
+    if space is None and study is None:
+        raise SESearchError("give --space FILE or --study NAME")
+    if space is not None:
+        from se_search.space import load_space
+
+        loaded = load_space(space)
+        return Results(storage or loaded.storage, study or loaded.study_name)
+    return Results(storage or DEFAULT_STORAGE, study)
+
+
+@app.command()
+def front(
+    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
+) -> None:
+    """The Pareto front of a study."""
+    from se_search.errors import SESearchError
+    from se_search.progress import front_table
+
+    results = _results(space, study, storage)
+    rows = results.front()
+    if fmt == "table":
+        console.print(front_table(rows, title=f"Pareto front of {results.study} ({len(rows)})"))
+    elif fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        import csv
+        import sys
+
+        keys = [
+            "trial_number",
+            "accuracy",
+            "params",
+            "flops",
+            "latency_ms",
+            "latency_iqr_ms",
+            "arch_hash",
+            "summary",
+        ]
+        writer = csv.DictWriter(sys.stdout, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        raise SESearchError(f"unknown --format {fmt!r}; choose table, json or csv")
+
+
+@app.command()
+def show(
+    trial: Annotated[int, typer.Argument(help="Trial number.")],
+    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """One trial: its architecture, figures, state and checkpoint."""
+    from se_search.arch import SEChoice
+
+    record = _results(space, study, storage).trial(trial)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    table = Table(
+        title=f"trial {trial} of {record['study_name']}: {record['state']}"
+        f"{' (on the front)' if record['on_front'] else ''}"
+    )
+    table.add_column("site")
+    table.add_column("choice")
+    for site, choice in record["architecture"].items():
+        table.add_row(site, str(SEChoice.parse(choice)))
+    console.print(table)
+    for key in (
+        "summary",
+        "arch_hash",
+        "accuracy",
+        "params",
+        "flops",
+        "latency_ms",
+        "latency_iqr_ms",
+        "train_seconds",
+        "epochs",
+        "feasible",
+        "violations",
+        "duplicate_of",
+        "failure_reason",
+        "checkpoint",
+        "seconds",
+    ):
+        if record.get(key) is not None:
+            console.print(f"{key:15s} {record[key]}", highlight=False)
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    trial: Annotated[int | None, typer.Option(help="Trial number to export.")] = None,
+    pick: Annotated[
+        str | None,
+        typer.Option(help="Pick from the front: knee, max-accuracy, min-latency, min-flops."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="state_dict, torchscript or onnx.")
+    ] = "state_dict",
+) -> None:
+    """Write a trial's trained model with its architecture and figures as metadata."""
+    from se_search.arch import Architecture
+    from se_search.export import export_model
+
+    results = _results(space, study, storage)
+    record = results.choose(trial=trial, pick_name=pick)
+    model = results.trained_model(record)
+    backbone = results.space["backbone"]
+    metadata = {
+        "study": results.study,
+        "trial": record["trial_number"],
+        **{k: record[k] for k in ("accuracy", "params", "flops", "latency_ms")},
+    }
+    path = export_model(
+        model,
+        backbone=backbone["model"],
+        num_classes=backbone["num_classes"],
+        arch=Architecture(record["architecture"]),
+        image_size=results.space["data"]["image_size"],
+        metadata=metadata,
+        format=fmt,
+        path=output,
+    )
+    console.print(
+        f"exported trial {record['trial_number']} ({record['summary']}, accuracy "
+        f"{record['accuracy']:.4f}) as {fmt} to {path}",
+        highlight=False,
+    )
 
 
 @app.command()

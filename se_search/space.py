@@ -112,8 +112,12 @@ class DataSpec(_Section):
     num_workers: NonNegativeInt = 0
 
 
+DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+
+
 class EvaluationSpec(_Section):
     strategy: Literal["train"] = "train"
+    device: DeviceName = "auto"  # auto: the first CUDA device when there is one, else the CPU
     epochs: PositiveInt = 3
     lr: PositiveFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -121,7 +125,7 @@ class EvaluationSpec(_Section):
 
 
 class LatencySpec(_Section):
-    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
+    device: DeviceName = "auto"
     batch_size: PositiveInt = 1
     image_size: Annotated[int, Field(strict=True, ge=8)] | None = None  # default: data.image_size
     warmup: NonNegativeInt = 5
@@ -134,7 +138,9 @@ class SearchSpec(_Section):
     trials: PositiveInt = 20
     seed: NonNegativeInt = 0
     engine: Literal["local", "ray"] = "local"
-    seed_paper: bool = True
+    seed_paper: bool = True  # enqueue the paper's none and standard:16 first
+    checkpoints: Literal["front", "all", "none"] = "front"  # trained weights kept for export
+    artifacts: str | None = None  # folder for checkpoints; default: beside the SQLite file
     study: Annotated[str, Field(pattern=r"^[\w.-]+$")] | None = None  # default: the space's name
 
 

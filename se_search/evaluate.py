@@ -1,0 +1,189 @@
+"""Scoring one candidate: costs first, constraints checked, then (if feasible) training.
+
+One :class:`Evaluator` per process holds what every trial reuses: the cost table (one thop
+profile of the plain backbone), the data set, and latencies already measured, cached by
+architecture hash. Engines (local Optuna, Ray Tune) call the same :meth:`Evaluator.evaluate`;
+none of them trains or scores anything itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+
+from se_search.arch import Architecture
+from se_search.backbones import get_backbone
+from se_search.costs import CostTable, Latency, measure_latency, resolve_device
+from se_search.errors import SESearchError
+from se_search.space import SearchSpace
+from se_search.surgery import build_model
+from se_search.train import TrainResult, train_and_evaluate
+
+__all__ = ["Evaluation", "Evaluator", "worst_value"]
+
+#: The value an infeasible (untrained) candidate gets for an objective it was never scored on.
+WORST = {"max": 0.0, "min": float("inf")}
+
+
+def worst_value(direction: str) -> float:
+    return WORST[direction]
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one candidate produced."""
+
+    arch: Architecture
+    metrics: dict[str, Any]  # accuracy, params, flops, latency_ms, ... as stored
+    feasible: bool
+    violations: dict[str, float] = field(default_factory=dict)  # constraint -> value - cap
+    model: nn.Module | None = None  # the trained model, when it was trained
+    seconds: float = 0.0
+
+    def values(self, objectives: dict[str, str]) -> list[float]:
+        """Objective values in ``objectives`` order, for Optuna."""
+        return [
+            self.metrics[k] if self.metrics.get(k) is not None else worst_value(d)
+            for k, d in objectives.items()
+        ]
+
+
+class Evaluator:
+    """Scores candidates of one space. Build once per process; call :meth:`evaluate`.
+
+    ``train`` and ``latency`` default to the real training loop and latency measurement;
+    benchmarks of the framework's own overhead pass stand-ins that return at once.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        train: Callable[[Architecture, Callable[[int, float], None] | None], Any] | None = None,
+        latency: Callable[[Architecture], Latency] | None = None,
+    ) -> None:
+        self.space = space
+        self._train = train or self._train_for_real
+        self._measure = latency or self._measure_for_real
+        self._latencies: dict[str, Latency] = {}
+
+    @cached_property
+    def table(self) -> CostTable:
+        family = get_backbone(self.space.backbone.model)
+        plain = family.build(
+            self.space.backbone.model, num_classes=self.space.backbone.num_classes
+        )
+        return CostTable.build(plain, family=family, image_size=self.space.data.image_size)
+
+    @cached_property
+    def data(self) -> Any:
+        from se_search.data import load_data
+
+        bundle = load_data(self.space.data, seed=self.space.search.seed)
+        if bundle.num_classes != self.space.backbone.num_classes:
+            raise SESearchError(
+                f"{self.space.path}: backbone.num_classes is {self.space.backbone.num_classes} "
+                f"but data.dataset {bundle.name!r} has {bundle.num_classes} classes; set "
+                f"backbone.num_classes: {bundle.num_classes}"
+            )
+        return bundle
+
+    @cached_property
+    def device(self) -> torch.device:
+        return resolve_device(self.space.evaluation.device)
+
+    # ------------------------------------------------------------------------------ costs
+
+    def latency(self, arch: Architecture) -> Latency:
+        """Measured latency of ``arch`` (once per architecture in this process)."""
+        if arch.hash not in self._latencies:
+            self._latencies[arch.hash] = self._measure(arch)
+        return self._latencies[arch.hash]
+
+    def _measure_for_real(self, arch: Architecture) -> Latency:
+        cfg = self.space.latency
+        torch.manual_seed(self.space.search.seed)
+        return measure_latency(
+            build_model(self.space, arch),
+            image_size=cfg.image_size or self.space.data.image_size,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            warmup=cfg.warmup,
+            repeats=cfg.repeats,
+            threads=cfg.threads,
+        )
+
+    def costs(self, arch: Architecture) -> dict[str, Any]:
+        """params, flops and (when an objective or constraint needs it) latency."""
+        params, flops = self.table.costs(arch)
+        out: dict[str, Any] = {"params": params, "flops": flops}
+        if "latency_ms" in self.space.objectives or "latency_ms" in self.space.constraints:
+            lat = self.latency(arch)
+            out.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms, latency=lat.to_dict())
+        return out
+
+    def violations(self, costs: dict[str, Any]) -> dict[str, float]:
+        """``value - cap`` for every constraint (positive means violated)."""
+        return {key: float(costs[key]) - cap for key, cap in self.space.constraints.items()}
+
+    # ---------------------------------------------------------------------------- training
+
+    def _train_for_real(
+        self, arch: Architecture, report: Callable[[int, float], None] | None
+    ) -> tuple[TrainResult, nn.Module]:
+        from se_search.data import make_loader
+
+        ev, seed = self.space.evaluation, self.space.search.seed
+        batch_size, workers = self.space.data.batch_size, self.space.data.num_workers
+        torch.manual_seed(seed)  # every candidate starts from the same random state
+        model = build_model(self.space, arch)
+        result = train_and_evaluate(
+            model,
+            train_loader=make_loader(
+                self.data.train,
+                batch_size=batch_size,
+                shuffle=True,
+                seed=seed,
+                num_workers=workers,
+            ),
+            val_loader=make_loader(
+                self.data.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=workers
+            ),
+            epochs=ev.epochs,
+            lr=ev.lr,
+            momentum=ev.momentum,
+            weight_decay=ev.weight_decay,
+            device=self.device,
+            report=report,
+        )
+        return result, model
+
+    def evaluate(
+        self, arch: Architecture, *, report: Callable[[int, float], None] | None = None
+    ) -> Evaluation:
+        """Costs, constraints, then training when feasible.
+
+        An infeasible candidate is not trained: its accuracy stays ``None`` (stored) and its
+        objective value is the worst possible. Exceptions from training (``Diverged``, or
+        whatever ``report`` raises to stop early) propagate to the engine.
+        """
+        start = time.perf_counter()
+        metrics = self.costs(arch)
+        violations = self.violations(metrics)
+        feasible = all(v <= 0 for v in violations.values())
+        evaluation = Evaluation(arch, metrics, feasible, violations)
+        if feasible:
+            result, model = self._train(arch, report)
+            metrics.update(
+                accuracy=result.accuracy, train_seconds=result.train_seconds, epochs=result.epochs
+            )
+            evaluation.model = model
+        metrics.update(feasible=feasible, violations=violations or None)
+        evaluation.seconds = time.perf_counter() - start
+        return evaluation

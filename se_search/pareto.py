@@ -1,0 +1,77 @@
+"""Pareto fronts over named objectives, and picking one member of a front."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["PICKS", "pareto_front", "pick"]
+
+
+def _as_min(row: Mapping[str, Any], objectives: Mapping[str, str]) -> tuple[float, ...]:
+    return tuple(row[k] if d == "min" else -row[k] for k, d in objectives.items())
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto_front(
+    rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]
+) -> list[Mapping[str, Any]]:
+    """The rows no other row dominates, in their original order.
+
+    ``objectives`` maps a row key to ``min`` or ``max``. Rows with equal values are all kept.
+    """
+    points = [_as_min(r, objectives) for r in rows]
+    return [
+        row
+        for row, p in zip(rows, points)
+        if not any(_dominates(q, p) for q in points if q is not p)
+    ]
+
+
+def _knee(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Mapping[str, Any]:
+    """The member whose relative losses against the best of each objective are smallest.
+
+    A member's loss on an objective is ``|x - best| / |best|`` (Euclidean norm over the
+    objectives). Relative, not min-max scaled: a 0.3% FLOPs difference stays small instead of
+    being stretched to the same weight as a 70% accuracy difference.
+    """
+    points = [_as_min(r, objectives) for r in front]
+    bests = [min(c) for c in zip(*points)]
+    spans = [(max(c) - min(c)) or 1.0 for c in zip(*points)]
+
+    def loss(p: Sequence[float]) -> float:
+        return math.hypot(*((x - b) / (abs(b) or s) for x, b, s in zip(p, bests, spans)))
+
+    return min(zip(front, points), key=lambda fp: loss(fp[1]))[0]
+
+
+def _extreme(key: str, best: Callable[..., Any]) -> Callable[..., Mapping[str, Any]]:
+    def choose(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Any:
+        usable = [r for r in front if r.get(key) is not None]
+        if not usable:
+            raise ValueError(f"no front member has a {key} value")
+        return best(usable, key=lambda r: r[key])
+
+    return choose
+
+
+#: How ``se-search export --pick`` chooses one member of a front.
+PICKS: dict[str, Callable[[Sequence[Mapping[str, Any]], Mapping[str, str]], Any]] = {
+    "knee": _knee,
+    "max-accuracy": _extreme("accuracy", max),
+    "min-latency": _extreme("latency_ms", min),
+    "min-flops": _extreme("flops", min),
+    "min-params": _extreme("params", min),
+}
+
+
+def pick(name: str, front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Any:
+    if name not in PICKS:
+        raise ValueError(f"unknown pick {name!r}; choose one of {', '.join(PICKS)}")
+    if not front:
+        raise ValueError("the front is empty")
+    return PICKS[name](front, objectives)

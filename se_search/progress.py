@@ -1,0 +1,117 @@
+"""What a search shows while it runs: a progress bar (trial i/N, best accuracy, front size,
+ETA) and one line per finished trial. It listens to an engine's events; engines know nothing
+about the terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+__all__ = ["SearchProgress", "front_table"]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COLUMNS = {  # header -> (key, format)
+    "trial": ("trial_number", "d"),
+    "accuracy": ("accuracy", ".4f"),
+    "params (M)": ("params", ""),
+    "GMACs": ("flops", ""),
+    "latency ms": ("latency_ms", ".3f"),
+    "architecture": ("summary", ""),
+}
+
+
+def front_table(rows: list[dict], *, title: str) -> Table:
+    """The front as a rich table, best accuracy first."""
+    table = Table(title=title)
+    for header in COLUMNS:
+        table.add_column(header, justify="left" if header == "architecture" else "right")
+    for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
+        table.add_row(
+            str(row["trial_number"]),
+            _fmt(row["accuracy"], ".4f"),
+            _fmt(row["params"] and row["params"] / 1e6, ".3f"),
+            _fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
+            _fmt(row["latency_ms"], ".3f"),
+            row["summary"],
+        )
+    return table
+
+
+class SearchProgress:
+    """An engine listener that drives a rich progress bar. Use as a context manager."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best acc {task.fields[best]} · front {task.fields[front]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task: Any = None
+        self.best: float | None = None
+
+    def __enter__(self) -> SearchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        getattr(self, f"_on_{event}", lambda info: None)(info)
+
+    def _on_start(self, info: dict[str, Any]) -> None:
+        if info["recovered"]:
+            self.console.print(
+                f"resumed: trial(s) {info['recovered']} were left running by a killed "
+                "process; marked failed and queued again"
+            )
+        if info["queued"]:
+            self.console.print(f"queued the paper's references first: {', '.join(info['queued'])}")
+        self.task = self.progress.add_task(
+            "search", total=info["target"], completed=info["finished"], best="-", front=0
+        )
+
+    def _on_trial_done(self, info: dict[str, Any]) -> None:
+        evaluation = info["evaluation"]
+        m = evaluation.metrics
+        if m.get("accuracy") is not None:
+            self.best = max(self.best or 0.0, m["accuracy"])
+        if info["duplicate_of"]:
+            how = f"same as trial {info['duplicate_of']['trial_number']}, not trained again"
+        elif not evaluation.feasible:
+            how = "infeasible, not trained"
+        else:
+            how = "trained"
+        self.console.print(
+            f"trial {info['trial']:>3}  acc {_fmt(m.get('accuracy'), '.4f')}  "
+            f"{m['flops'] / 1e9:.4f} GMACs  {_fmt(m.get('latency_ms'), '.2f')} ms  "
+            f"({how}, {evaluation.seconds:.1f} s)  {info['arch'].summary()}",
+            highlight=False,
+        )
+        self.progress.update(
+            self.task, advance=1, best=_fmt(self.best, ".4f"), front=len(info["front"])
+        )
+
+    def _on_trial_failed(self, info: dict[str, Any]) -> None:
+        self.console.print(f"trial {info['trial']:>3}  [red]failed[/]: {info['reason']}")

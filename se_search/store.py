@@ -1,0 +1,414 @@
+"""The results database: runs, candidates, metrics and the Pareto front.
+
+These tables live in the same database as Optuna's own (one URL, ``storage`` in the space),
+under the ``se_`` prefix. Optuna holds the search state (trials, parameters, objective
+values); these tables hold what Optuna has no place for: the architecture of each trial as
+canonical JSON with its hash, every measured figure with its conditions, why a trial failed,
+where its checkpoint is, and the current front.
+
+``se_schema_version`` records the layout; a database written by another layout is refused
+with a clear message instead of being misread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from se_search.errors import SESearchError
+
+__all__ = ["SCHEMA_VERSION", "ResultsStore", "StorageError", "redact", "sqlite_busy_timeout"]
+
+SCHEMA_VERSION = 1
+
+
+class StorageError(SESearchError):
+    """A database that cannot be opened or does not hold what was asked for."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class SchemaVersionModel(Base):
+    __tablename__ = "se_schema_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class RunModel(Base):
+    __tablename__ = "se_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    space_name: Mapped[str] = mapped_column(String(512))
+    space_yaml: Mapped[str] = mapped_column(Text)
+    space_json: Mapped[dict[str, Any]]
+    space_hash: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    device: Mapped[dict[str, Any]]
+    package_version: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+
+
+class CandidateModel(Base):
+    __tablename__ = "se_candidates"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("se_runs.id"), index=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    arch_json: Mapped[str] = mapped_column(Text)
+    arch_hash: Mapped[str] = mapped_column(String(64), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32), default="running")
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer)
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+
+
+class MetricsModel(Base):
+    __tablename__ = "se_metrics"
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("se_candidates.id"), primary_key=True)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(Integer)
+    flops: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    latency_iqr_ms: Mapped[float | None] = mapped_column(Float)
+    latency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    epochs: Mapped[int | None] = mapped_column(Integer)
+    feasible: Mapped[bool] = mapped_column(Boolean, default=True)
+    violations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class FrontModel(Base):
+    __tablename__ = "se_front"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    arch_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+METRIC_FIELDS = (
+    "accuracy",
+    "params",
+    "flops",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency",
+    "train_seconds",
+    "epochs",
+    "feasible",
+    "violations",
+)
+
+
+def sqlite_busy_timeout(url: str) -> dict[str, Any]:
+    """Engine arguments that make SQLite wait for a lock instead of failing at once."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def _sqlite_wal(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url``, with errors that name the fix (and no password)."""
+    shown = redact(url)
+    try:
+        make_url(url)
+        engine = create_engine(url, **sqlite_busy_timeout(url))
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise StorageError(
+            f"storage {shown!r} is not a database URL SQLAlchemy can open ({err}); use "
+            "sqlite:///se_search.db or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    except ImportError as err:
+        raise StorageError(
+            f"storage {shown!r} needs a database driver that is not installed ({err.name}); "
+            "install it (e.g. pip install 'psycopg[binary]')"
+        ) from None
+    if url.startswith("sqlite"):
+        _sqlite_wal(engine)
+    return engine
+
+
+class ResultsStore:
+    """se-search's own tables in the results database."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Open (and unless ``read_only``, create) se-search's tables at ``url``.
+
+        ``read_only`` is for commands that only look: a missing database or one without
+        se-search's tables is an error, and nothing is written.
+        """
+        self.url = url
+        if read_only:
+            _require_existing(url)
+        self.engine = open_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            if read_only:
+                if not inspect(self.engine).has_table(SchemaVersionModel.__tablename__):
+                    raise StorageError(
+                        f"{redact(url)} holds no se-search results; run se-search run with "
+                        "this --storage first, or give the storage a search wrote to"
+                    )
+            else:
+                Base.metadata.create_all(self.engine)
+            self._check_schema(create=not read_only)
+        except SQLAlchemyError as err:
+            raise StorageError(
+                f"cannot open the results database {redact(url)!r}: {err.__class__.__name__}: "
+                f"{str(err.orig if hasattr(err, 'orig') else err).splitlines()[0]}; check that "
+                "the path's folder exists and is writable, or that the server is running"
+            ) from None
+
+    def _check_schema(self, *, create: bool) -> None:
+        with self.session() as s:
+            row = s.scalar(select(SchemaVersionModel))
+            if row is None and create:
+                s.add(SchemaVersionModel(id=1, version=SCHEMA_VERSION))
+            elif row is None:
+                raise StorageError(f"{redact(self.url)} has an empty se-search schema table")
+            elif row.version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"the results database {redact(self.url)!r} has se-search schema version "
+                    f"{row.version}, this se-search reads version {SCHEMA_VERSION}; use the "
+                    "se-search version that wrote it, or give a new --storage"
+                )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # ------------------------------------------------------------------------------- runs
+
+    def start_run(self, **fields: Any) -> int:
+        with self.session() as s:
+            run = RunModel(**fields)
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.session() as s:
+            run = s.get(RunModel, run_id)
+            if run is not None:
+                run.status, run.ended_at = status, _now()
+
+    def latest_run(self, study_name: str) -> RunModel | None:
+        with self.session() as s:
+            return s.scalar(
+                select(RunModel)
+                .where(RunModel.study_name == study_name)
+                .order_by(RunModel.id.desc())
+                .limit(1)
+            )
+
+    def studies(self) -> list[str]:
+        with self.session() as s:
+            return sorted(set(s.scalars(select(RunModel.study_name))))
+
+    # ------------------------------------------------------------------------- candidates
+
+    def start_candidate(self, **fields: Any) -> None:
+        """Record a trial that has started (replacing a row a crashed process left)."""
+        with self.session() as s:
+            old = s.scalar(
+                select(CandidateModel).where(
+                    CandidateModel.study_name == fields["study_name"],
+                    CandidateModel.trial_number == fields["trial_number"],
+                )
+            )
+            if old is not None:
+                s.delete(old)
+                s.flush()
+            s.add(CandidateModel(**fields))
+
+    def finish_candidate(
+        self,
+        study_name: str,
+        trial_number: int,
+        *,
+        state: str,
+        metrics: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        with self.session() as s:
+            cand = self._candidate(s, study_name, trial_number)
+            cand.state = state
+            cand.finished_at = _now()
+            cand.seconds = (cand.finished_at - _aware(cand.started_at)).total_seconds()
+            for key, value in fields.items():
+                setattr(cand, key, value)
+            if metrics is not None:
+                row = s.get(MetricsModel, cand.id) or MetricsModel(candidate_id=cand.id)
+                for key in METRIC_FIELDS:
+                    if key in metrics:
+                        setattr(row, key, metrics[key])
+                s.add(row)
+
+    def set_checkpoint(self, study_name: str, trial_number: int, path: str | None) -> None:
+        with self.session() as s:
+            self._candidate(s, study_name, trial_number).checkpoint = path
+
+    @staticmethod
+    def _candidate(s: Session, study_name: str, trial_number: int) -> CandidateModel:
+        cand = s.scalar(
+            select(CandidateModel).where(
+                CandidateModel.study_name == study_name,
+                CandidateModel.trial_number == trial_number,
+            )
+        )
+        if cand is None:
+            raise StorageError(f"study {study_name!r} has no trial {trial_number}")
+        return cand
+
+    def candidates(self, study_name: str, *, states: Sequence[str] | None = None) -> list[dict]:
+        """Every candidate of the study with its metrics, by trial number."""
+        with self.session() as s:
+            query = (
+                select(CandidateModel, MetricsModel)
+                .outerjoin(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
+                .where(CandidateModel.study_name == study_name)
+                .order_by(CandidateModel.trial_number)
+            )
+            if states is not None:
+                query = query.where(CandidateModel.state.in_(list(states)))
+            return [_row(c, m) for c, m in s.execute(query)]
+
+    def candidate(self, study_name: str, trial_number: int) -> dict | None:
+        with self.session() as s:
+            found = s.execute(
+                select(CandidateModel, MetricsModel)
+                .outerjoin(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
+                .where(
+                    CandidateModel.study_name == study_name,
+                    CandidateModel.trial_number == trial_number,
+                )
+            ).first()
+            return _row(*found) if found else None
+
+    def trained(self, study_name: str) -> dict[str, dict]:
+        """Completed, trained (not copied) candidates by architecture hash."""
+        return {
+            c["arch_hash"]: c
+            for c in self.candidates(study_name, states=["complete"])
+            if c["duplicate_of"] is None
+        }
+
+    # ------------------------------------------------------------------------------ front
+
+    def set_front(self, study_name: str, members: Sequence[tuple[int, str]]) -> None:
+        """Replace the study's front with ``(trial_number, arch_hash)`` rows, atomically."""
+        with self.session() as s:
+            for row in s.scalars(select(FrontModel).where(FrontModel.study_name == study_name)):
+                s.delete(row)
+            s.flush()
+            s.add_all(
+                FrontModel(study_name=study_name, trial_number=n, arch_hash=h) for n, h in members
+            )
+
+    def front(self, study_name: str) -> list[dict]:
+        with self.session() as s:
+            numbers = set(
+                s.scalars(
+                    select(FrontModel.trial_number).where(FrontModel.study_name == study_name)
+                )
+            )
+        return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
+
+
+def _require_existing(url: str) -> None:
+    """For SQLite, refuse a file that does not exist (SQLite would create an empty one)."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StorageError(
+                f"no results database at {path}; run se-search run first, or give the "
+                "--storage a search wrote to (e.g. sqlite:///se_search.db)"
+            )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite drops the time zone on the way back; everything here is written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _row(cand: CandidateModel, metrics: MetricsModel | None) -> dict[str, Any]:
+    row = {
+        "trial_number": cand.trial_number,
+        "study_name": cand.study_name,
+        "run_id": cand.run_id,
+        "architecture": json.loads(cand.arch_json),
+        "arch_hash": cand.arch_hash,
+        "summary": cand.summary,
+        "state": cand.state,
+        "failure_reason": cand.failure_reason,
+        "duplicate_of": cand.duplicate_of,
+        "checkpoint": cand.checkpoint,
+        "seconds": cand.seconds,
+        "host": cand.host,
+        "pid": cand.pid,
+    }
+    for key in METRIC_FIELDS:
+        row[key] = getattr(metrics, key) if metrics is not None else None
+    return row

@@ -1,0 +1,97 @@
+"""Kill `se-search run` with SIGKILL during a trial, run it again: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from se_search.pareto import pareto_front
+from se_search.store import ResultsStore
+from tests.conftest import ASSETS
+
+TRIALS = 4
+
+
+def _command(db: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("se-search")
+    return [
+        str(exe), "run", "--space", str(ASSETS / "e2e.yaml"), "--storage", f"sqlite:///{db}",
+        "--trials", str(TRIALS), "--set", "evaluation.epochs=2",
+    ]  # fmt: skip
+
+
+def _running_trial(db: Path) -> int | None:
+    """The number of a trial in progress after at least one has finished, if any."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            states = dict(con.execute("select trial_number, state from se_candidates"))
+    except sqlite3.OperationalError:  # tables not created yet
+        return None
+    running = [n for n, s in states.items() if s == "running" and n >= 1]
+    return running[0] if running and "complete" in states.values() else None
+
+
+def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(_command(db), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    victim = None
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.3)
+        victim = _running_trial(db)
+    assert victim is not None, "the search never reached a second trial"
+    time.sleep(1.0)  # into the trial's training
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+
+    storage = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    assert study.trials[victim].state == TrialState.RUNNING  # what a killed process leaves
+    killed_arch = ResultsStore(storage).candidate("e2e", victim)["arch_hash"]
+
+    second = subprocess.run(
+        _command(db), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "queued again" in second.stderr
+
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == TRIALS  # N finished in total
+    assert states.count(TrialState.RUNNING) == 0
+    assert study.trials[victim].state == TrialState.FAIL
+    retry = [t for t in study.trials if t.user_attrs.get("se_retry_of") == victim]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == study.trials[victim].params  # its architecture, queued again
+
+    store = ResultsStore(storage)
+    done = store.candidates("e2e", states=["complete"])
+    trained = [c["arch_hash"] for c in done if c["duplicate_of"] is None]
+    assert len(trained) == len(set(trained))  # no architecture trained twice
+    assert killed_arch in {c["arch_hash"] for c in done}
+    killed = store.candidate("e2e", victim)
+    assert killed["state"] == "failed" and "died during the trial" in killed["failure_reason"]
+    # every Optuna trial has its row, and the stored front is consistent with the metrics
+    assert sorted(c["trial_number"] for c in store.candidates("e2e")) == [
+        t.number for t in study.trials
+    ]
+    eligible = [c for c in done if c["duplicate_of"] is None and c["feasible"]]
+    expected = {c["trial_number"] for c in pareto_front(eligible, study_objectives(store))}
+    assert {c["trial_number"] for c in store.front("e2e")} == expected
+
+
+def study_objectives(store: ResultsStore) -> dict[str, str]:
+    run = store.latest_run("e2e")
+    assert run is not None and run.status == "finished"
+    return dict(run.space_json["objectives"])

@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)  ## describe the paper's SE-ResNet-50 in the bundled space (search arrives with `se-search run`)
-	$(VENV)/bin/se-search inspect --space search_spaces/resnet50.yaml --arch standard:16
+run: $(STAMP)  ## the main job: a search of the paper's space (ResNet-50 on digits)
+	$(VENV)/bin/se-search run --space search_spaces/resnet50.yaml
 
 test: $(STAMP)  ## the default suite (slow tests excluded), a few minutes on 2 cores
 	$(PY) -m pytest -m "not slow"

@@ -184,6 +184,24 @@ class Architecture(Mapping[str, SEChoice]):
             return f"{next(iter(distinct))} x{len(self._map)}"
         return ", ".join(f"{site}={choice}" for site, choice in self._map.items())
 
+    def placement(self, sites: Iterable[str]) -> str:
+        """One token per site in ``sites`` order, stages split by ``|``.
+
+        ``-`` is no block; otherwise the variant's letter (S standard, P pre, O post,
+        I identity) and the ratio, with ``*`` when squeeze or gate is not the default:
+        ``S16 - P8 | I4 ...``.
+        """
+        stages: dict[str, list[str]] = {}
+        for site in sites:
+            choice = self.choice(site)
+            token = VARIANTS[choice.variant].code
+            if not choice.is_none:
+                token += str(choice.reduction)
+                if (choice.squeeze, choice.gate) != (DEFAULT_SQUEEZE, DEFAULT_GATE):
+                    token += "*"
+            stages.setdefault(site.rpartition(".")[0], []).append(token)
+        return " | ".join(" ".join(tokens) for tokens in stages.values())
+
     def check_sites(self, sites: Iterable[str]) -> None:
         """Raise :class:`ArchitectureError` if a site is not one of ``sites``."""
         known = list(sites)

@@ -177,6 +177,7 @@ class Variant:
     """One integration variant: which width its SE block sees and how the block runs."""
 
     name: str
+    code: str  # one letter for compact placement strings
     description: str
     sees: Literal["in", "out"] | None  # None: no SE block at all
     residual_forward: Callable[[ResidualSE, torch.Tensor], torch.Tensor] | None
@@ -186,13 +187,13 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("none", "no SE block", None, None, 23.30),
+        Variant("none", "-", "no SE block", None, None, 23.30),
+        Variant("standard", "S", "on the branch, before the addition", "out", _standard, 22.28),
+        Variant("pre", "P", "on the branch input, before its first conv", "in", _pre, 22.23),
+        Variant("post", "O", "after the addition and its activation", "out", _post, 22.78),
         Variant(
-            "standard", "on the residual branch, before the addition", "out", _standard, 22.28
+            "identity", "I", "on the shortcut, parallel to the branch", "out", _identity, 22.20
         ),
-        Variant("pre", "on the residual branch input, before its first conv", "in", _pre, 22.23),
-        Variant("post", "after the addition and its activation", "out", _post, 22.78),
-        Variant("identity", "on the shortcut, in parallel to the branch", "out", _identity, 22.20),
     )
 }
 

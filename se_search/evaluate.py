@@ -54,6 +54,21 @@ class Evaluation:
         ]
 
 
+def zero_init_residual(model: nn.Module, space: SearchSpace) -> None:
+    """Start every residual branch's last norm at scale 0, so each block starts as identity.
+
+    From scratch and with only a few epochs, torchvision's ResNets train poorly without it
+    (ResNet-50 on digits: 27% vs 92% validation accuracy after 2 epochs); it is Goyal et
+    al.'s (2017) recipe and timm's default. It applies to every candidate alike.
+    """
+    family = get_backbone(space.backbone.model)
+    with torch.no_grad():
+        for site in space.all_sites:
+            norm = family.last_norm(model.get_submodule(site.name))
+            if norm is not None:
+                norm.weight.zero_()
+
+
 class Evaluator:
     """Scores candidates of one space. Build once per process; call :meth:`evaluate`.
 
@@ -143,6 +158,8 @@ class Evaluator:
         batch_size, workers = self.space.data.batch_size, self.space.data.num_workers
         torch.manual_seed(seed)  # every candidate starts from the same random state
         model = build_model(self.space, arch)
+        if ev.zero_init_residual:
+            zero_init_residual(model, self.space)
         result = train_and_evaluate(
             model,
             train_loader=make_loader(

@@ -25,21 +25,21 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-COLUMNS = {  # header -> (key, format)
-    "trial": ("trial_number", "d"),
-    "accuracy": ("accuracy", ".4f"),
-    "params (M)": ("params", ""),
-    "GMACs": ("flops", ""),
-    "latency ms": ("latency_ms", ".3f"),
-    "architecture": ("summary", ""),
-}
+COLUMNS = (
+    "trial",
+    "accuracy",
+    "params (M)",
+    "GMACs",
+    "latency ms",
+    "placement (S standard, P pre, O post, I identity; ratio)",
+)
 
 
 def front_table(rows: list[dict], *, title: str) -> Table:
     """The front as a rich table, best accuracy first."""
     table = Table(title=title)
     for header in COLUMNS:
-        table.add_column(header, justify="left" if header == "architecture" else "right")
+        table.add_column(header, justify="left" if header.startswith("placement") else "right")
     for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         table.add_row(
             str(row["trial_number"]),
@@ -47,7 +47,7 @@ def front_table(rows: list[dict], *, title: str) -> Table:
             _fmt(row["params"] and row["params"] / 1e6, ".3f"),
             _fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
             _fmt(row["latency_ms"], ".3f"),
-            row["summary"],
+            row["placement"],
         )
     return table
 
@@ -106,7 +106,8 @@ class SearchProgress:
         self.console.print(
             f"trial {info['trial']:>3}  acc {_fmt(m.get('accuracy'), '.4f')}  "
             f"{m['flops'] / 1e9:.4f} GMACs  {_fmt(m.get('latency_ms'), '.2f')} ms  "
-            f"({how}, {evaluation.seconds:.1f} s)  {info['arch'].summary()}",
+            f"({how}, {evaluation.seconds:.1f} s)  "
+            f"{info['arch'].placement(s.name for s in info['sites'])}",
             highlight=False,
         )
         self.progress.update(

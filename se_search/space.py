@@ -122,6 +122,7 @@ class EvaluationSpec(_Section):
     lr: PositiveFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
 
 
 class LatencySpec(_Section):

@@ -96,6 +96,7 @@ class CandidateModel(Base):
     arch_json: Mapped[str] = mapped_column(Text)
     arch_hash: Mapped[str] = mapped_column(String(64), index=True)
     summary: Mapped[str] = mapped_column(Text)
+    placement: Mapped[str] = mapped_column(Text)  # Architecture.placement over all sites
     state: Mapped[str] = mapped_column(String(32), default="running")
     failure_reason: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[int | None] = mapped_column(Integer)
@@ -326,8 +327,7 @@ class ResultsStore:
         """Every candidate of the study with its metrics, by trial number."""
         with self.session() as s:
             query = (
-                select(CandidateModel, MetricsModel)
-                .outerjoin(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
+                _with_metrics()
                 .where(CandidateModel.study_name == study_name)
                 .order_by(CandidateModel.trial_number)
             )
@@ -338,22 +338,27 @@ class ResultsStore:
     def candidate(self, study_name: str, trial_number: int) -> dict | None:
         with self.session() as s:
             found = s.execute(
-                select(CandidateModel, MetricsModel)
-                .outerjoin(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
-                .where(
+                _with_metrics().where(
                     CandidateModel.study_name == study_name,
                     CandidateModel.trial_number == trial_number,
                 )
             ).first()
             return _row(*found) if found else None
 
-    def trained(self, study_name: str) -> dict[str, dict]:
-        """Completed, trained (not copied) candidates by architecture hash."""
-        return {
-            c["arch_hash"]: c
-            for c in self.candidates(study_name, states=["complete"])
-            if c["duplicate_of"] is None
-        }
+    def trained_as(self, study_name: str, arch_hash: str) -> dict | None:
+        """The completed, trained (not copied) candidate with this architecture, if any."""
+        with self.session() as s:
+            found = s.execute(
+                _with_metrics()
+                .where(
+                    CandidateModel.study_name == study_name,
+                    CandidateModel.arch_hash == arch_hash,
+                    CandidateModel.state == "complete",
+                    CandidateModel.duplicate_of.is_(None),
+                )
+                .limit(1)
+            ).first()
+            return _row(*found) if found else None
 
     # ------------------------------------------------------------------------------ front
 
@@ -375,6 +380,13 @@ class ResultsStore:
                 )
             )
         return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
+
+
+def _with_metrics() -> Any:
+    """Candidates joined with their metrics (absent for failed or running ones)."""
+    return select(CandidateModel, MetricsModel).outerjoin(
+        MetricsModel, MetricsModel.candidate_id == CandidateModel.id
+    )
 
 
 def _require_existing(url: str) -> None:
@@ -401,6 +413,7 @@ def _row(cand: CandidateModel, metrics: MetricsModel | None) -> dict[str, Any]:
         "architecture": json.loads(cand.arch_json),
         "arch_hash": cand.arch_hash,
         "summary": cand.summary,
+        "placement": cand.placement,
         "state": cand.state,
         "failure_reason": cand.failure_reason,
         "duplicate_of": cand.duplicate_of,

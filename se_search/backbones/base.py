@@ -52,6 +52,14 @@ class BackboneFamily(ABC):
     def wrap(self, block: nn.Module, se: SqueezeExcite, variant: str) -> nn.Module:
         """``block`` with ``se`` placed by ``variant``; keeps the block's parameter names."""
 
+    def last_norm(self, block: nn.Module) -> nn.Module | None:
+        """The norm layer that ends a site's residual branch (None where there is none).
+
+        Training from scratch starts its scale at zero (Goyal et al. 2017), so every
+        residual block begins as the identity.
+        """
+        return None
+
     def apply(self, model: nn.Module, site: Site, se: SqueezeExcite, variant: str) -> None:
         """Place ``se`` at ``site`` of ``model`` by ``variant``, in place."""
         block = model.get_submodule(site.name)

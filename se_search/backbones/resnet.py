@@ -76,6 +76,11 @@ class ResNetFamily(BackboneFamily):
                 )
         return sites
 
+    def last_norm(self, block: nn.Module) -> nn.Module | None:
+        kind = block.block_type if isinstance(block, ResidualSE) else type(block).__name__
+        names = {cls.__name__: bn for cls, (_, bn) in _PARTS.items()}
+        return getattr(block, names[kind]) if kind in names else None
+
     def wrap(self, block: nn.Module, se: SqueezeExcite, variant: str) -> nn.Module:
         parts, _ = _PARTS[type(block)]
         return ResidualSE(block, se, variant=variant, parts=parts)

@@ -259,13 +259,14 @@ class LocalEngine:
             arch_json=arch.to_json(),
             arch_hash=arch.hash,
             summary=arch.summary(),
+            placement=arch.placement(s.name for s in self.space.all_sites),
             host=self.host,
             pid=self.pid,
         )
         trial.set_user_attr("arch_hash", arch.hash)
-        info = {"trial": trial.number, "arch": arch}
+        info = {"trial": trial.number, "arch": arch, "sites": self.space.all_sites}
         self.listener("trial_start", info)
-        previous = self.store.trained(study_name).get(arch.hash)
+        previous = self.store.trained_as(study_name, arch.hash)
         try:
             if previous is not None:
                 evaluation = self._reuse(arch, previous)

@@ -288,3 +288,40 @@ def test_checkpoints_front_policy_keeps_only_front_members(tmp_path: Path) -> No
     files = list((tmp_path / "r_artifacts" / "e2e").glob("*.pt"))
     assert len(files) == len(front)
     shutil.rmtree(tmp_path / "r_artifacts")
+
+
+def _instant(space: SearchSpace) -> Any:
+    """An evaluator whose training and latency return at once (sampling is under test)."""
+    from se_search.costs import Latency
+    from se_search.evaluate import Evaluator
+    from se_search.train import TrainResult
+
+    def train(arch: Architecture, report: Any) -> tuple[TrainResult, None]:
+        return TrainResult(accuracy=len(arch) / 8, epochs=1, train_seconds=0.0), None
+
+    def latency(arch: Architecture) -> Latency:
+        return Latency(1.0 + len(arch), 0.0, "cpu", "-", "-", 1, 1, (3, 16, 16), 0, 3)
+
+    return Evaluator(space, train=train, latency=latency)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
+def test_samplers_are_seeded(tmp_path: Path, sampler: str) -> None:
+    sequences = []
+    for name in ("a", "b"):
+        space = load_space(
+            ASSETS / "e2e.yaml",
+            {
+                "storage": f"sqlite:///{tmp_path / name}.db",
+                "search.sampler": sampler,
+                "search.seed_paper": False,
+                "search.checkpoints": "none",
+                "search.trials": 4,
+            },
+        )
+        LocalEngine(space, evaluator=_instant(space)).run()
+        study = optuna.load_study(study_name="e2e", storage=space.storage)
+        sequences.append([t.params for t in study.trials])
+    assert sequences[0] == sequences[1]
+    assert len({str(p) for p in sequences[0]}) > 1  # it does explore
+    assert len(sequences[0][0]) == 2 * 8  # variant and reduction at each of 8 sites

@@ -31,15 +31,16 @@ COLUMNS = (
     "params (M)",
     "GMACs",
     "latency ms",
-    "placement (S standard, P pre, O post, I identity; ratio)",
+    "placement",
 )
+LEGEND = "placement: one site each, S standard P pre O post I identity + ratio, - none, | stage"
 
 
 def front_table(rows: list[dict], *, title: str) -> Table:
     """The front as a rich table, best accuracy first."""
-    table = Table(title=title)
+    table = Table(title=title, caption=LEGEND)
     for header in COLUMNS:
-        table.add_column(header, justify="left" if header.startswith("placement") else "right")
+        table.add_column(header, justify="left" if header == "placement" else "right")
     for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         table.add_row(
             str(row["trial_number"]),

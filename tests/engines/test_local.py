@@ -321,6 +321,7 @@ def test_samplers_are_seeded(tmp_path: Path, sampler: str) -> None:
         )
         LocalEngine(space, evaluator=_instant(space)).run()
         study = optuna.load_study(study_name="e2e", storage=space.storage)
+        assert not any("se_reference" in t.user_attrs for t in study.trials)  # seed_paper: false
         sequences.append([t.params for t in study.trials])
     assert sequences[0] == sequences[1]
     assert len({str(p) for p in sequences[0]}) > 1  # it does explore

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from se_search.errors import SESearchError
@@ -204,8 +212,8 @@ class ResultsStore:
                         "this --storage first, or give the storage a search wrote to"
                     )
             else:
-                Base.metadata.create_all(self.engine)
-            self._check_schema(create=not read_only)
+                _retry(lambda: Base.metadata.create_all(self.engine))
+            _retry(lambda: self._check_schema(create=not read_only))
         except SQLAlchemyError as err:
             raise StorageError(
                 f"cannot open the results database {redact(url)!r}: {err.__class__.__name__}: "
@@ -364,6 +372,9 @@ class ResultsStore:
 
     def set_front(self, study_name: str, members: Sequence[tuple[int, str]]) -> None:
         """Replace the study's front with ``(trial_number, arch_hash)`` rows, atomically."""
+        _retry(lambda: self._replace_front(study_name, members))
+
+    def _replace_front(self, study_name: str, members: Sequence[tuple[int, str]]) -> None:
         with self.session() as s:
             for row in s.scalars(select(FrontModel).where(FrontModel.study_name == study_name)):
                 s.delete(row)
@@ -380,6 +391,23 @@ class ResultsStore:
                 )
             )
         return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
+
+
+def _retry(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Run ``action``, again when a concurrent writer made it collide.
+
+    Two processes on one study may both create the tables, or both replace the front, at
+    once; on PostgreSQL the loser of such a race gets an integrity or programming error
+    (SQLite serialises writers instead). Each attempt is one whole transaction.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
 
 
 def _with_metrics() -> Any:

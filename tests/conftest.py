@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +41,12 @@ def small_space_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def small_space(small_space_file: Path) -> SearchSpace:
     return load_space(small_space_file)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database on a private PostgreSQL server, for the whole session."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -206,7 +206,9 @@ class LocalEngine:
             arch = Architecture.uniform(self.space.site_names, preset)
             params = architecture_params(arch, self.space)
             if params is not None:
-                self.study.enqueue_trial(params, user_attrs={"se_reference": preset})
+                self.study.enqueue_trial(
+                    params, user_attrs={"se_reference": preset}, skip_if_exists=True
+                )
                 queued.append(preset)
         return queued
 

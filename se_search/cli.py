@@ -123,6 +123,9 @@ StorageOpt = Annotated[
         help="Results database URL; default: the space's storage, else sqlite:///se_search.db."
     ),
 ]
+LookupSpaceOpt = Annotated[
+    str | None, typer.Option("--space", "-s", help="The space searched (its storage, study).")
+]
 StudyOpt = Annotated[str | None, typer.Option(help="Study name (default: the space's).")]
 DEFAULT_STORAGE = "sqlite:///se_search.db"
 
@@ -181,7 +184,6 @@ def _flag_overrides(flags: dict[str, Any]) -> list[str]:
 
 def _results(space: str | None, study: str | None, storage: str | None) -> Any:
     """Open a study's results from --space (its storage and study) or --study/--storage."""
-    from se_search.errors import SESearchError
     from se_search.results import Results
 
     if space is None and study is None:
@@ -194,48 +196,48 @@ def _results(space: str | None, study: str | None, storage: str | None) -> Any:
     return Results(storage or DEFAULT_STORAGE, study)
 
 
+def _front_table(results: Any, rows: list[dict]) -> None:
+    from se_search.progress import front_table
+
+    console.print(front_table(rows, title=f"Pareto front of {results.study} ({len(rows)})"))
+
+
+def _front_json(results: Any, rows: list[dict]) -> None:
+    typer.echo(json.dumps(rows, indent=2, default=str))
+
+
+def _front_csv(results: Any, rows: list[dict]) -> None:
+    import csv
+    import sys
+
+    keys = ["trial_number", "accuracy", "params", "flops", "latency_ms", "latency_iqr_ms"]
+    keys += ["arch_hash", "placement"]
+    writer = csv.DictWriter(sys.stdout, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+FRONT_FORMATS = {"table": _front_table, "json": _front_json, "csv": _front_csv}
+
+
 @app.command()
 def front(
-    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    space: LookupSpaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
 ) -> None:
     """The Pareto front of a study."""
-    from se_search.errors import SESearchError
-    from se_search.progress import front_table
-
+    if fmt not in FRONT_FORMATS:
+        raise SESearchError(f"unknown --format {fmt!r}; choose one of {', '.join(FRONT_FORMATS)}")
     results = _results(space, study, storage)
-    rows = results.front()
-    if fmt == "table":
-        console.print(front_table(rows, title=f"Pareto front of {results.study} ({len(rows)})"))
-    elif fmt == "json":
-        typer.echo(json.dumps(rows, indent=2, default=str))
-    elif fmt == "csv":
-        import csv
-        import sys
-
-        keys = [
-            "trial_number",
-            "accuracy",
-            "params",
-            "flops",
-            "latency_ms",
-            "latency_iqr_ms",
-            "arch_hash",
-            "summary",
-        ]
-        writer = csv.DictWriter(sys.stdout, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        raise SESearchError(f"unknown --format {fmt!r}; choose table, json or csv")
+    FRONT_FORMATS[fmt](results, results.front())
 
 
 @app.command()
 def show(
     trial: Annotated[int, typer.Argument(help="Trial number.")],
-    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    space: LookupSpaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -280,7 +282,7 @@ def show(
 @app.command()
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
-    space: Annotated[str | None, typer.Option("--space", "-s", help="The space searched.")] = None,
+    space: LookupSpaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
     trial: Annotated[int | None, typer.Option(help="Trial number to export.")] = None,

@@ -189,6 +189,10 @@ def test_bad_requests_exit_2_and_leave_the_database_unchanged(search: Search) ->
             "knee, max-accuracy",
         ),
         "bad url": (["front", "--study", "e2e", "--storage", "nodb://x"], "sqlite:///"),
+        "bad format": (
+            ["front", "--study", "e2e", "--storage", search.storage, "-f", "xml"],
+            "table, json, csv",
+        ),
         "missing file": (
             ["front", "--study", "e2e", "--storage", f"sqlite:///{db.parent / 'none.db'}"],
             "no results database",

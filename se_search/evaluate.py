@@ -25,14 +25,10 @@ from se_search.space import SearchSpace
 from se_search.surgery import build_model
 from se_search.train import TrainResult, train_and_evaluate
 
-__all__ = ["Evaluation", "Evaluator", "worst_value"]
+__all__ = ["WORST", "Evaluation", "Evaluator"]
 
 #: The value an infeasible (untrained) candidate gets for an objective it was never scored on.
 WORST = {"max": 0.0, "min": float("inf")}
-
-
-def worst_value(direction: str) -> float:
-    return WORST[direction]
 
 
 @dataclass
@@ -49,7 +45,7 @@ class Evaluation:
     def values(self, objectives: dict[str, str]) -> list[float]:
         """Objective values in ``objectives`` order, for Optuna."""
         return [
-            self.metrics[k] if self.metrics.get(k) is not None else worst_value(d)
+            self.metrics[k] if self.metrics.get(k) is not None else WORST[d]
             for k, d in objectives.items()
         ]
 

@@ -90,23 +90,15 @@ def test_stored_front_is_the_non_dominated_set(search: Search) -> None:
     assert {t.number for t in search.study().best_trials} == expected
 
 
+def _export(search: Search, *args: str) -> Any:
+    """``se-search export --study e2e --storage <the search's> ARGS``."""
+    return runner.invoke(app, ["export", "--study", "e2e", "--storage", search.storage, *args])
+
+
 def test_export_then_load_gives_the_trained_logits(search: Search, tmp_path: Path) -> None:
     number = max(search.models)  # a trial the sampler chose, trained in this run
     out = tmp_path / "model.pt"
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "--study",
-            "e2e",
-            "--storage",
-            search.storage,
-            "--trial",
-            str(number),
-            "-o",
-            str(out),
-        ],
-    )
+    result = _export(search, "--trial", str(number), "-o", str(out))
     assert result.exit_code == 0, result.output
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
@@ -117,22 +109,7 @@ def test_export_then_load_gives_the_trained_logits(search: Search, tmp_path: Pat
 
 def test_onnx_export_matches_pytorch(search: Search, tmp_path: Path) -> None:
     out = tmp_path / "model.onnx"
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "--study",
-            "e2e",
-            "--storage",
-            search.storage,
-            "--pick",
-            "max-accuracy",
-            "--format",
-            "onnx",
-            "-o",
-            str(out),
-        ],
-    )
+    result = _export(search, "--pick", "max-accuracy", "--format", "onnx", "-o", str(out))
     assert result.exit_code == 0, result.output
     number = int(result.output.split("exported trial ")[1].split()[0])
     x = torch.randn(2, 3, 16, 16)

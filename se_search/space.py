@@ -115,6 +115,20 @@ class DataSpec(_Section):
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
 
 
+class EarlyStoppingSpec(_Section):
+    """Stop a candidate whose validation accuracy trails its peers at the same epoch.
+
+    ASHA's rule (Li et al. 2020): at rungs ``grace_epochs * reduction_factor**k`` epochs, a
+    candidate continues only if its accuracy is in the top ``1/reduction_factor`` of those
+    recorded at that rung. Ray's engine runs Tune's ASHAScheduler; the local engine the same
+    rule against the study's trials.
+    """
+
+    rule: Literal["none", "asha"] = "none"
+    grace_epochs: PositiveInt = 1  # no candidate is stopped before this many epochs
+    reduction_factor: Annotated[int, Field(strict=True, ge=2)] = 3
+
+
 class EvaluationSpec(_Section):
     strategy: Literal["train"] = "train"
     device: DeviceName = "auto"  # auto: the first CUDA device when there is one, else the CPU
@@ -123,6 +137,7 @@ class EvaluationSpec(_Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
 
 class LatencySpec(_Section):
@@ -134,6 +149,15 @@ class LatencySpec(_Section):
     threads: PositiveInt | None = None  # default: torch's own
 
 
+class RaySpec(_Section):
+    """The ray engine: where trials run and with what."""
+
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None: local
+    max_concurrent_trials: PositiveInt = 2
+    resources: dict[Literal["cpu", "gpu"], Annotated[float, Field(ge=0)]] = {"cpu": 1, "gpu": 0}
+    max_failures: NonNegativeInt = 1  # retries of a trial whose worker died, then FAILED
+
+
 class SearchSpec(_Section):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     trials: PositiveInt = 20
@@ -143,6 +167,7 @@ class SearchSpec(_Section):
     checkpoints: Literal["front", "all", "none"] = "front"  # trained weights kept for export
     artifacts: str | None = None  # folder for checkpoints; default: beside the SQLite file
     study: Annotated[str, Field(pattern=r"^[\w.-]+$")] | None = None  # default: the space's name
+    ray: RaySpec = RaySpec()
 
 
 class SearchSpace(_Section):

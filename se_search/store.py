@@ -51,7 +51,7 @@ from se_search.errors import SESearchError
 
 __all__ = ["SCHEMA_VERSION", "ResultsStore", "StorageError", "redact", "sqlite_busy_timeout"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StorageError(SESearchError):
@@ -112,8 +112,10 @@ class CandidateModel(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seconds: Mapped[float | None] = mapped_column(Float)
-    host: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))  # the driver that ran the trial
     pid: Mapped[int] = mapped_column(Integer)
+    # Where it was evaluated: the host name (local engine) or the Ray node id (ray engine).
+    node: Mapped[str | None] = mapped_column(String(255))
 
 
 class MetricsModel(Base):
@@ -212,8 +214,8 @@ class ResultsStore:
                         "this --storage first, or give the storage a search wrote to"
                     )
             else:
-                _retry(lambda: Base.metadata.create_all(self.engine))
-            _retry(lambda: self._check_schema(create=not read_only))
+                retry_racing(lambda: Base.metadata.create_all(self.engine))
+            retry_racing(lambda: self._check_schema(create=not read_only))
         except SQLAlchemyError as err:
             raise StorageError(
                 f"cannot open the results database {redact(url)!r}: {err.__class__.__name__}: "
@@ -372,7 +374,7 @@ class ResultsStore:
 
     def set_front(self, study_name: str, members: Sequence[tuple[int, str]]) -> None:
         """Replace the study's front with ``(trial_number, arch_hash)`` rows, atomically."""
-        _retry(lambda: self._replace_front(study_name, members))
+        retry_racing(lambda: self._replace_front(study_name, members))
 
     def _replace_front(self, study_name: str, members: Sequence[tuple[int, str]]) -> None:
         with self.session() as s:
@@ -393,12 +395,12 @@ class ResultsStore:
         return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
 
 
-def _retry(action: Callable[[], Any], attempts: int = 5) -> Any:
+def retry_racing(action: Callable[[], Any], attempts: int = 5) -> Any:
     """Run ``action``, again when a concurrent writer made it collide.
 
-    Two processes on one study may both create the tables, or both replace the front, at
-    once; on PostgreSQL the loser of such a race gets an integrity or programming error
-    (SQLite serialises writers instead). Each attempt is one whole transaction.
+    Two processes on one study may both create the tables (ours or Optuna's), or both
+    replace the front, at once; the loser of such a race gets an integrity, programming
+    or operational error. Each attempt is one whole transaction.
     """
     for attempt in range(attempts):
         try:
@@ -449,6 +451,7 @@ def _row(cand: CandidateModel, metrics: MetricsModel | None) -> dict[str, Any]:
         "seconds": cand.seconds,
         "host": cand.host,
         "pid": cand.pid,
+        "node": cand.node,
     }
     for key in METRIC_FIELDS:
         row[key] = getattr(metrics, key) if metrics is not None else None

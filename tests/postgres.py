@@ -62,3 +62,14 @@ def postgres_server() -> Iterator[str]:
         if (data / "postmaster.pid").exists():
             run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(server_url: str, name: str) -> str:
+    """Create the empty database ``name`` on the server of ``server_url``; return its URL."""
+    import psycopg
+
+    head, _, _ = server_url.rpartition("/")
+    with psycopg.connect(head.replace("postgresql+psycopg", "postgresql") + "/postgres",
+                         autocommit=True) as c:  # fmt: skip
+        c.execute(f'CREATE DATABASE "{name}"')
+    return f"{head}/{name}"

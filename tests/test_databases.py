@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -15,18 +18,46 @@ from typer.testing import CliRunner
 
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
+from se_search.engines.study import open_study
 from se_search.pareto import pareto_front
 from se_search.space import load_space
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
+from tests.postgres import new_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind, new for each test."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'results.db'}"
     else:
-        yield request.getfixturevalue("postgres_url")
+        server = request.getfixturevalue("postgres_url")
+        yield new_database(server, f"t{uuid.uuid4().hex[:12]}")
+
+
+def _open_study_when_released(space_file: str, storage: str, barrier: Any) -> None:
+    space = load_space(space_file)
+    barrier.wait()
+    open_study(space, storage)
+    ResultsStore(storage)
+
+
+def test_processes_creating_the_tables_at_once_all_succeed(storage: str) -> None:
+    """The first run on a fresh database races others to create Optuna's tables and ours."""
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=_open_study_when_released,
+                    args=(str(ASSETS / "e2e.yaml"), storage, barrier))
+        for _ in range(4)
+    ]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert len(optuna.get_all_study_names(storage)) == 1
 
 
 def test_store_contract(storage: str, request: pytest.FixtureRequest) -> None:

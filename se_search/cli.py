@@ -137,7 +137,11 @@ def run(
         int | None, typer.Option(help="Finished trials wanted in total (search.trials).")
     ] = None,
     storage: StorageOpt = None,
-    engine: Annotated[str | None, typer.Option(help="local (search.engine).")] = None,
+    engine: Annotated[str | None, typer.Option(help="local or ray (search.engine).")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Join this Ray cluster, e.g. auto (search.ray.address)."),
+    ] = None,
     overrides: SetOpt = None,
 ) -> None:
     """Search the space: train candidates, store them and the Pareto front, print the front.
@@ -150,7 +154,12 @@ def run(
     from se_search.progress import SearchProgress, front_table
     from se_search.space import load_space
 
-    flags = {"search.trials": trials, "storage": storage, "search.engine": engine}
+    flags = {
+        "search.trials": trials,
+        "storage": storage,
+        "search.engine": engine,
+        "search.ray.address": ray_address,
+    }
     loaded = load_space(space, [*(overrides or []), *_flag_overrides(flags)])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with SearchProgress(err_console) as progress:

@@ -117,3 +117,13 @@ class SearchProgress:
 
     def _on_trial_failed(self, info: dict[str, Any]) -> None:
         self.console.print(f"trial {info['trial']:>3}  [red]failed[/]: {info['reason']}")
+
+    def _on_trial_pruned(self, info: dict[str, Any]) -> None:
+        self.console.print(f"trial {info['trial']:>3}  [yellow]pruned[/]: {info['reason']}")
+        self.progress.update(self.task, advance=1)
+
+    def _on_trial_retry(self, info: dict[str, Any]) -> None:
+        self.console.print(
+            f"Tune trial {info['tune_trial']}: worker failed ({info['reason']}); "
+            f"retry {info['failures']}"
+        )

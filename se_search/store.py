@@ -448,6 +448,8 @@ def _row(cand: CandidateModel, metrics: MetricsModel | None) -> dict[str, Any]:
         "failure_reason": cand.failure_reason,
         "duplicate_of": cand.duplicate_of,
         "checkpoint": cand.checkpoint,
+        "started_at": _aware(cand.started_at),
+        "finished_at": _aware(cand.finished_at) if cand.finished_at else None,
         "seconds": cand.seconds,
         "host": cand.host,
         "pid": cand.pid,

@@ -10,7 +10,10 @@ from se_search.errors import SESearchError
 __all__ = ["ENGINES", "get_engine"]
 
 #: engine name -> "module:class"
-ENGINES = {"local": "se_search.engines.local:LocalEngine"}
+ENGINES = {
+    "local": "se_search.engines.local:LocalEngine",
+    "ray": "se_search.engines.ray_tune:RayEngine",
+}
 
 
 def get_engine(name: str) -> Any:

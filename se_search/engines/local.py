@@ -90,7 +90,7 @@ class LocalEngine:
         self.listener("trial_start", info)
 
         def report(epoch: int, accuracy: float) -> None:
-            rec.record_epoch(trial, accuracy)
+            rec.record_epoch(trial, epoch, accuracy)
             if self.rule is not None:
                 self.rule.check(epoch, accuracy, rec.peer_histories(trial))
 

@@ -77,10 +77,12 @@ def open_storage(storage: str) -> optuna.storages.RDBStorage:
     )
 
 
-def open_study(space: SearchSpace, storage: str) -> optuna.Study:
+def open_study(
+    space: SearchSpace, storage: str, *, rdb: optuna.storages.RDBStorage | None = None
+) -> optuna.Study:
     """The space's study in ``storage``, created on first use; refuses other objectives."""
     directions = [DIRECTIONS[d] for d in space.objectives.values()]
-    rdb = open_storage(storage)
+    rdb = rdb or open_storage(storage)
     study = retry_racing(
         lambda: optuna.create_study(
             study_name=space.study_name,
@@ -211,7 +213,8 @@ class StudyRecorder:
         self.storage = storage
         self.study_name = space.study_name
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.study = open_study(space, storage)
+        self.rdb = open_storage(storage)  # one connection pool for Optuna, whoever drives it
+        self.study = open_study(space, storage, rdb=self.rdb)
         self.store = ResultsStore(storage)
         self.checkpoint_dir = checkpoint_dir(space, storage)
         self.run_id: int | None = None
@@ -299,9 +302,12 @@ class StudyRecorder:
         trial.set_user_attr("arch_hash", arch.hash)
         return self.store.trained_as(self.study_name, arch.hash)
 
-    def record_epoch(self, trial: optuna.Trial, accuracy: float) -> list[float]:
-        """Append ``accuracy`` to the trial's per-epoch history; the history."""
-        history = [*trial.user_attrs.get(EPOCHS_ATTR, []), float(accuracy)]
+    def record_epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> list[float]:
+        """Record the accuracy after ``epoch`` (1-based) in the trial's history; the history.
+
+        A retried trial starts its history again from epoch 1.
+        """
+        history = [*trial.user_attrs.get(EPOCHS_ATTR, [])[: epoch - 1], float(accuracy)]
         trial.set_user_attr(EPOCHS_ATTR, history)
         return history
 

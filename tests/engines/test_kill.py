@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from se_search.pareto import pareto_front
@@ -20,16 +21,16 @@ from tests.conftest import ASSETS
 TRIALS = 4
 
 
-def _command(db: Path) -> list[str]:
+def _command(db: Path, engine: str) -> list[str]:
     exe = Path(sys.executable).with_name("se-search")
     return [
         str(exe), "run", "--space", str(ASSETS / "e2e.yaml"), "--storage", f"sqlite:///{db}",
-        "--trials", str(TRIALS), "--set", "evaluation.epochs=2",
+        "--trials", str(TRIALS), "--set", "evaluation.epochs=2", "--engine", engine,
     ]  # fmt: skip
 
 
 def _running_trial(db: Path) -> int | None:
-    """The number of a trial in progress after at least one has finished, if any."""
+    """A trial that started after another finished and is still in progress, if any."""
     if not db.exists():
         return None
     try:
@@ -37,14 +38,20 @@ def _running_trial(db: Path) -> int | None:
             states = dict(con.execute("select trial_number, state from se_candidates"))
     except sqlite3.OperationalError:  # tables not created yet
         return None
-    running = [n for n, s in states.items() if s == "running" and n >= 1]
-    return running[0] if running and "complete" in states.values() else None
+    done = [n for n, s in states.items() if s == "complete"]
+    running = [n for n, s in states.items() if s == "running" and done and n > max(done)]
+    return max(running) if running else None
 
 
-def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_sigkill_during_a_trial_then_resume(tmp_path: Path, engine: str) -> None:
+    """The driver dies (with the ray engine: and its local Ray instance, workers included)."""
     db = tmp_path / "kill.db"
+    before = set(_ray_processes())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(_command(db), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        _command(db, engine), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     victim = None
     while victim is None and time.monotonic() < deadline and first.poll() is None:
@@ -58,10 +65,12 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     storage = f"sqlite:///{db}"
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert study.trials[victim].state == TrialState.RUNNING  # what a killed process leaves
+    if engine == "ray":
+        _wait_for_workers_to_die(before)
     killed_arch = ResultsStore(storage).candidate("e2e", victim)["arch_hash"]
 
     second = subprocess.run(
-        _command(db), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        _command(db, engine), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
     )
     assert second.returncode == 0, second.stderr[-2000:]
     assert "queued again" in second.stderr
@@ -95,3 +104,30 @@ def study_objectives(store: ResultsStore) -> dict[str, str]:
     run = store.latest_run("e2e")
     assert run is not None and run.status == "finished"
     return dict(run.space_json["objectives"])
+
+
+def _ray_processes() -> dict[int, str]:
+    """pid -> title of every ``ray::`` process (trial workers are ``ray::ImplicitFunc...``)."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if title.startswith("ray::"):
+            found[int(proc.name)] = title
+    return found
+
+
+def _wait_for_workers_to_die(before: set[int]) -> None:
+    """Ray's trial workers share the driver's fate: none may go on with a trial."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = {p: t for p, t in _ray_processes().items() if p not in before}
+        if not any("ImplicitFunc" in t for t in new.values()):
+            # Ray's DashboardAgent and RuntimeEnvAgent outlive a SIGKILLed driver: reap them.
+            for pid in new:
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Ray trial workers outlived their driver: {new}")

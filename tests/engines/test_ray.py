@@ -1,0 +1,166 @@
+"""The ray engine on a local Ray instance (2 CPUs): the same study and tables as the local engine,
+ASHA, and workers that die."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import cloudpickle
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+
+import tests.standins
+from se_search.engines.local import LocalEngine
+from se_search.engines.ray_tune import RayEngine
+from se_search.space import load_space
+from se_search.stopping import EPOCHS_ATTR
+from se_search.store import ResultsStore
+from tests.conftest import ASSETS
+from tests.standins import StandIn
+
+cloudpickle.register_pickle_by_value(tests.standins)  # workers need not import tests/
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _space(tmp_path: Path, name: str, **overrides: Any):
+    return load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{tmp_path / name}.db", "search.engine": "ray", **overrides},
+    )
+
+
+def _shape(storage: str, study_name: str) -> dict[str, Any]:
+    """What a study looks like in the database, values aside."""
+    path = storage.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as con:
+        tables = {
+            t: [row[1] for row in con.execute(f"pragma table_info({t})")]
+            for (t,) in con.execute("select name from sqlite_master where type='table'")
+        }
+    store = ResultsStore(storage, read_only=True)
+    cands = store.candidates(study_name)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return {
+        "tables": tables,
+        "candidate_fields_set": sorted({k for c in cands for k, v in c.items() if v is not None}),
+        "states": sorted({t.state.name for t in study.trials}),
+        "param_names": sorted({p for t in study.trials for p in t.params}),
+        "user_attrs": sorted({a for t in study.trials for a in t.user_attrs}),
+        "values_per_trial": {len(t.values or ()) for t in study.trials},
+        "metric_names": study.metric_names,
+        "front_size": len(store.front(study_name)) > 0,
+    }
+
+
+def test_ray_search_fills_the_same_study_and_tables_as_the_local_engine(tmp_path: Path) -> None:
+    """Real training on Ray workers, 2 at a time; the dashboard reads the study."""
+    space = _space(tmp_path, "ray", **{"search.ray.max_concurrent_trials": 2})
+    events: list[str] = []
+    summary = RayEngine(space, listener=lambda e, info: events.append(e)).run()
+    assert summary.finished == summary.target == 4
+    assert events.count("trial_done") == 4 and "start" in events
+
+    local_space = _space(tmp_path, "local", **{"search.engine": "local"})
+    LocalEngine(local_space, evaluator=StandIn()(local_space)).run()
+    ray_shape = _shape(space.storage, "e2e")
+    local_shape = _shape(local_space.storage, "e2e")
+    ray_shape["candidate_fields_set"].remove("checkpoint")  # the stand-in trains no weights
+    assert ray_shape == local_shape
+
+    store = ResultsStore(space.storage, read_only=True)
+    cands = store.candidates("e2e")
+    assert {c["node"] for c in cands} == {ray.get_runtime_context().get_node_id()}
+    assert all(Path(c["checkpoint"]).exists() for c in cands)  # saved by the workers
+    spans = [(c["started_at"], c["finished_at"]) for c in cands]
+    overlaps = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
+    assert overlaps >= 1  # two trials ran at once
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert study.trials[0].user_attrs["se_reference"] == "none"  # the paper's references first
+
+    from optuna_dashboard import wsgi
+
+    body = _get(wsgi(space.storage), "/api/studies")
+    listed = {s["study_name"]: s for s in body["study_summaries"]}
+    assert "e2e" in listed
+    detail = _get(wsgi(space.storage), f"/api/studies/{listed['e2e']['study_id']}")
+    assert len(detail["trials"]) == 4 and detail["objective_names"] == list(space.objectives)
+
+
+def _get(app: Any, path: str) -> Any:
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    assert status[0].startswith("200"), status
+    return json.loads(b"".join(chunks))
+
+
+def test_asha_stops_laggards_as_pruned_with_their_last_accuracy(tmp_path: Path) -> None:
+    space = _space(
+        tmp_path, "asha",
+        **{"evaluation.epochs": 4, "evaluation.early_stopping.rule": "asha",
+           "evaluation.early_stopping.reduction_factor": 2, "search.trials": 8,
+           "search.checkpoints": "none"},
+    )  # fmt: skip
+    summary = RayEngine(space, evaluator=StandIn(seconds_per_epoch=0.05)).run()
+    assert summary.finished == 8
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "ASHA stopped nothing"
+    store = ResultsStore(space.storage, read_only=True)
+    for t in pruned:
+        cand = store.candidate("e2e", t.number)
+        history = t.user_attrs[EPOCHS_ATTR]
+        assert cand["state"] == "pruned" and cand["epochs"] == len(history) < 4
+        assert cand["accuracy"] == pytest.approx(history[-1])
+        assert "stopped by ASHA" in cand["failure_reason"]
+    front = {c["trial_number"] for c in store.front("e2e")}
+    assert front and front.isdisjoint(t.number for t in pruned)
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: int) -> None:
+    space = _space(
+        tmp_path, f"kill{retries}",
+        **{"evaluation.epochs": 3, "search.trials": 3, "search.ray.max_failures": retries,
+           "search.checkpoints": "none"},
+    )  # fmt: skip
+    events: list[tuple[str, dict]] = []
+    victim: list[int] = []
+
+    def listen(event: str, info: dict) -> None:
+        events.append((event, info))
+        if event == "trial_epoch" and not victim:
+            victim.append(info["trial"])
+            os.kill(info["pid"], signal.SIGKILL)
+
+    summary = RayEngine(space, listener=listen, evaluator=StandIn(seconds_per_epoch=0.3)).run()
+    assert victim, "no epoch was reported"
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    killed = study.trials[victim[0]]
+    cand = ResultsStore(space.storage, read_only=True).candidate("e2e", victim[0])
+    assert summary.finished == 3  # the search reaches its target either way
+    if retries:
+        assert any(e == "trial_retry" for e, _ in events)
+        assert killed.state == TrialState.COMPLETE and cand["state"] == "complete"
+        assert len(killed.user_attrs[EPOCHS_ATTR]) == 3  # the retry's history, from epoch 1
+    else:
+        assert killed.state == TrialState.FAIL and cand["state"] == "failed"
+        assert "actor" in cand["failure_reason"].lower() or "died" in cand["failure_reason"]
+        assert summary.failed == 1

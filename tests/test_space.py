@@ -160,6 +160,21 @@ INVALID = {
         "backbone: required key is missing",
         "add 'backbone:'",
     ),
+    "unknown Ray resource": (
+        "backbone: {model: resnet18}\nsearch:\n  ray:\n    resources: {cpu: 1, tpu: 1}\n",
+        "space.yaml:4: search.ray.resources.tpu",
+        "should be 'cpu' or 'gpu'",
+    ),
+    "unknown early-stopping rule": (
+        "backbone: {model: resnet18}\nevaluation:\n  early_stopping: {rule: median}\n",
+        "space.yaml:3: evaluation.early_stopping.rule",
+        "'none' or 'asha'",
+    ),
+    "reduction factor below 2": (
+        "backbone: {model: resnet18}\nevaluation:\n  early_stopping: {reduction_factor: 1}\n",
+        "evaluation.early_stopping.reduction_factor",
+        "greater than or equal to 2",
+    ),
 }
 
 

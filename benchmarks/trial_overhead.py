@@ -15,7 +15,6 @@ and the ratio of the two.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import tempfile
 import time
@@ -23,30 +22,9 @@ from pathlib import Path
 
 import optuna
 
-from se_search.arch import Architecture
-from se_search.costs import Latency
 from se_search.engines.local import LocalEngine
-from se_search.evaluate import Evaluator
 from se_search.space import SearchSpace, load_space
-from se_search.train import TrainResult
-
-
-def _unit(arch: Architecture, salt: str) -> float:
-    """A deterministic pseudo-random number in [0, 1) from the architecture."""
-    return int(hashlib.sha256((arch.hash + salt).encode()).hexdigest()[:8], 16) / 2**32
-
-
-def instant_evaluator(space: SearchSpace) -> Evaluator:
-    def train(arch: Architecture, report: object) -> tuple[TrainResult, None]:
-        return TrainResult(
-            accuracy=0.5 + 0.5 * _unit(arch, "acc"), epochs=1, train_seconds=0.0
-        ), None
-
-    def latency(arch: Architecture) -> Latency:
-        ms = 10.0 + 5.0 * _unit(arch, "lat")
-        return Latency(ms, 0.1, "cpu", "stand-in", "-", 1, 1, (3, 32, 32), 0, 1)
-
-    return Evaluator(space, train=train, latency=latency)
+from se_search.standin import StandIn
 
 
 def plain_objective(space: SearchSpace):
@@ -79,7 +57,7 @@ def main() -> None:
             },
         )
         setup = time.perf_counter()
-        evaluator = instant_evaluator(space)
+        evaluator = StandIn()(space)
         engine = LocalEngine(space, evaluator=evaluator)
         evaluator.table  # noqa: B018  (one-off: one thop profile of the plain backbone)
         setup = time.perf_counter() - setup

@@ -152,7 +152,7 @@ class LatencySpec(_Section):
 class RaySpec(_Section):
     """The ray engine: where trials run and with what."""
 
-    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None: local
+    address: str | None = None  # an existing cluster ("auto", "HOST:6379"); None: a local one
     max_concurrent_trials: PositiveInt = 2
     resources: dict[Literal["cpu", "gpu"], Annotated[float, Field(ge=0)]] = {"cpu": 1, "gpu": 0}
     max_failures: NonNegativeInt = 1  # retries of a trial whose worker died, then FAILED

@@ -14,18 +14,17 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from se_search.arch import Architecture
 from se_search.engines.local import LocalEngine
 from se_search.space import EarlyStoppingSpec, load_space
+from se_search.standin import StandIn, accuracy_after
 from se_search.stopping import EPOCHS_ATTR, AshaRule, EarlyStopped
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
-from tests.standins import StandIn, accuracy_after
 
 
 def test_rungs_are_grace_times_powers_of_the_reduction_factor_below_the_last_epoch() -> None:
-    rule = lambda g, rf, e: (
-        AshaRule(  # noqa: E731
-            EarlyStoppingSpec(rule="asha", grace_epochs=g, reduction_factor=rf), max_epochs=e
-        ).rungs
-    )
+    def rule(grace: int, factor: int, epochs: int) -> tuple[int, ...]:
+        spec = EarlyStoppingSpec(rule="asha", grace_epochs=grace, reduction_factor=factor)
+        return AshaRule(spec, max_epochs=epochs).rungs
+
     assert rule(1, 3, 9) == (1, 3)
     assert rule(1, 3, 10) == (1, 3, 9)
     assert rule(2, 2, 8) == (2, 4)

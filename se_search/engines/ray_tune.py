@@ -171,6 +171,12 @@ class RayEngine:
         # se-search reports the trials itself; Tune's result files are off, so its summary
         # analysis would only warn that they are missing.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        if (self.address or "").startswith("ray://"):
+            raise SESearchError(
+                f"search.ray.address {self.address!r} is a Ray Client address, which the ray "
+                "engine does not support (its driver keeps database connections); run "
+                "se-search on a node of the cluster with --ray-address auto"
+            )
         if ray.is_initialized():
             return False
         try:

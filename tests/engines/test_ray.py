@@ -12,22 +12,20 @@ from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
-import cloudpickle
 import optuna
 import pytest
 import ray
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
-import tests.standins
+from se_search.cli import app
 from se_search.engines.local import LocalEngine
 from se_search.engines.ray_tune import RayEngine
 from se_search.space import load_space
+from se_search.standin import StandIn
 from se_search.stopping import EPOCHS_ATTR
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
-from tests.standins import StandIn
-
-cloudpickle.register_pickle_by_value(tests.standins)  # workers need not import tests/
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -164,3 +162,13 @@ def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: 
         assert killed.state == TrialState.FAIL and cand["state"] == "failed"
         assert "actor" in cand["failure_reason"].lower() or "died" in cand["failure_reason"]
         assert summary.failed == 1
+
+
+def test_a_ray_client_address_is_refused_with_the_fix(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["run", "--space", str(ASSETS / "e2e.yaml"), "--engine", "ray",
+         "--ray-address", "ray://head:10001", "--storage", f"sqlite:///{tmp_path / 'c.db'}"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "Ray Client address" in result.output and "--ray-address auto" in result.output

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cloudpickle
 import ray
 from ray.cluster_utils import Cluster
 
-import tests.standins
 from se_search.engines.ray_tune import RayEngine
 from se_search.space import load_space
+from se_search.standin import StandIn
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
-from tests.standins import StandIn
-
-cloudpickle.register_pickle_by_value(tests.standins)
 
 
 def test_trials_run_on_both_nodes_and_record_their_node(tmp_path: Path) -> None:

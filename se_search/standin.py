@@ -1,9 +1,10 @@
-"""Stand-in evaluators: the real Evaluator with training and latency replaced by arithmetic.
+"""A stand-in evaluator: the real Evaluator with training and latency replaced by arithmetic.
 
-They exercise everything an engine does around an evaluation (sampling, costs, constraints,
-Optuna, the results tables, early stopping, Ray's scheduling) in milliseconds. Accuracies are
-a deterministic function of the architecture, rising with the epoch. Picklable, so Ray
-workers can build them (tests register this module with cloudpickle by value).
+For measuring and testing what an engine does around an evaluation (sampling, costs,
+constraints, Optuna, the results tables, early stopping, Ray's scheduling) in milliseconds:
+``benchmarks/`` and the tests use it; a search never does. Accuracies are a deterministic
+function of the architecture, rising with the epoch. :class:`StandIn` is picklable, so Ray
+workers can build one.
 """
 
 from __future__ import annotations

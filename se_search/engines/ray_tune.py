@@ -129,6 +129,14 @@ def evaluate_trial(
     })  # fmt: skip
 
 
+def _for_workers(space: SearchSpace) -> SearchSpace:
+    """The space without the storage URL (or the YAML that may hold it): workers never touch
+    the database, and what Tune ships and snapshots to disk must hold no password."""
+    shipped = space.model_copy(update={"storage": "sqlite:///:memory:"})
+    shipped._text = ""
+    return shipped
+
+
 def _trial_name(trial: Any) -> str:
     return f"trial-{trial.trial_id}"
 
@@ -209,7 +217,10 @@ class RayEngine:
         )
         resources = {k: v for k, v in cfg.resources.items() if v}
         trainable = tune.with_resources(
-            tune.with_parameters(evaluate_trial, space=self.space, factory=self.factory), resources
+            tune.with_parameters(
+                evaluate_trial, space=_for_workers(self.space), factory=self.factory
+            ),
+            resources,
         )
         return tune.Tuner(
             trainable,
@@ -264,7 +275,7 @@ class RayEngine:
         return rec.summary(target=target, ran=self.ran, failed=self.failed)
 
 
-_DRIVER_ONLY = ("engine", "rec", "_info", "_ot_trials", "_ot_study", "_storage")
+_DRIVER_ONLY = ("engine", "rec", "space", "_info", "_ot_trials", "_ot_study", "_storage")
 
 
 class _RecordingSearch(OptunaSearch):

@@ -175,15 +175,27 @@ def test_a_ray_client_address_is_refused_with_the_fix(tmp_path: Path) -> None:
     assert "Ray Client address" in result.output and "--ray-address auto" in result.output
 
 
-def test_ray_engine_on_postgresql(postgres_url: str) -> None:
+def test_ray_engine_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     """The cluster set-up of the README: workers on Ray, the study on a PostgreSQL server."""
-    storage = new_database(postgres_url, "ray_engine")
+    # The private server trusts local connections, so any password gets in: one that must
+    # not be written anywhere but the database.
+    storage = new_database(postgres_url, "ray_engine").replace("postgres@", "postgres:s3cret@")
     space = load_space(
         ASSETS / "e2e.yaml",
-        {"storage": storage, "search.engine": "ray", "search.checkpoints": "none"},
+        {"storage": storage, "search.engine": "ray", "search.checkpoints": "all",
+         "search.artifacts": str(tmp_path / "artifacts")},
+    )  # fmt: skip
+    events: list[str] = []
+    engine = RayEngine(
+        space,
+        evaluator=StandIn(seconds_per_epoch=0.1),
+        listener=lambda e, i: events.append(str(i)),
     )
-    summary = RayEngine(space, evaluator=StandIn(seconds_per_epoch=0.1)).run()
+    summary = engine.run()
     assert summary.finished == 4
+    assert "s3cret" not in summary.storage and not any("s3cret" in e for e in events)
+    written = [f for f in (tmp_path / "artifacts").rglob("*") if f.is_file()]
+    assert written and not any(b"s3cret" in f.read_bytes() for f in written)  # Tune's files
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     cands = ResultsStore(storage, read_only=True).candidates("e2e")

@@ -30,17 +30,27 @@ def _command(db: Path, engine: str) -> list[str]:
 
 
 def _running_trial(db: Path) -> int | None:
-    """A trial that started after another finished and is still in progress, if any."""
+    """A trial that started after another finished and is still in progress, if any.
+
+    (With the ray engine two trials start together; one started later has most of its
+    training ahead of it.)
+    """
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db, timeout=5) as con:
-            states = dict(con.execute("select trial_number, state from se_candidates"))
+            rows = list(
+                con.execute(
+                    "select trial_number, state, started_at, finished_at from se_candidates"
+                )
+            )
     except sqlite3.OperationalError:  # tables not created yet
         return None
-    done = [n for n, s in states.items() if s == "complete"]
-    running = [n for n, s in states.items() if s == "running" and done and n > max(done)]
-    return max(running) if running else None
+    ends = [finished for _, state, _, finished in rows if state == "complete"]
+    late = [
+        n for n, state, started, _ in rows if state == "running" and ends and started > min(ends)
+    ]
+    return max(late) if late else None
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])

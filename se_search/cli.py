@@ -333,6 +333,49 @@ def export(
     )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def dashboard(
+    space: LookupSpaceOpt = None,
+    storage: StorageOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; others can reach it if not loopback.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="Optuna artifact store (placement images); default: the space's."),
+    ] = None,
+) -> None:
+    """Serve optuna-dashboard on the results database, with the trials' placement images."""
+    from se_search.dashboard import serve
+    from se_search.engines.study import default_artifacts_dir, optuna_artifacts_dir
+    from se_search.store import ResultsStore, redact
+
+    if space is not None:
+        from se_search.space import load_space
+
+        loaded = load_space(space)
+        storage = storage or loaded.storage
+        artifacts = artifacts or optuna_artifacts_dir(loaded, storage)
+    storage = storage or DEFAULT_STORAGE
+    ResultsStore(storage, read_only=True)  # a clear error if there is no results database
+    if artifacts is None:
+        artifacts = default_artifacts_dir(storage) / "optuna_artifacts"
+    if host not in LOOPBACK:
+        err_console.print(
+            f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this machine "
+            "can read the study and edit its notes; optuna-dashboard has no login"
+        )
+    err_console.print(
+        f"optuna-dashboard on http://{host}:{port}/ for {redact(storage)} (Ctrl-C stops it)",
+        highlight=False,
+    )
+    serve(storage, host=host, port=port, artifacts=artifacts if artifacts.exists() else None)
+
+
 @app.command()
 def spaces() -> None:
     """List the bundled search spaces."""

@@ -101,7 +101,7 @@ class LocalEngine:
                 evaluation = self.evaluator.evaluate(arch, report=report)
         except EarlyStopped as stop:
             metrics = {**self.evaluator.costs(arch), "accuracy": stop.accuracy}
-            rec.prune(trial, {**metrics, "epochs": stop.epoch}, str(stop))
+            rec.prune(trial, arch, {**metrics, "epochs": stop.epoch}, str(stop))
             self.listener("trial_pruned", {**info, "reason": str(stop)})
             return True
         except BaseException as err:  # recorded, then: the search goes on, or it stops

@@ -369,8 +369,8 @@ class _RecordingSearch(OptunaSearch):
             metrics = {"params": int(result["params"]), "flops": int(result["flops"])}
             if not math.isnan(result["latency_ms"]):
                 metrics["latency_ms"] = result["latency_ms"]
-            self.rec.prune(trial, {**metrics, "accuracy": result.get("accuracy"), "epochs": epoch},
-                           reason, node=node)  # fmt: skip
+            metrics.update(accuracy=result["accuracy"], epochs=epoch)
+            self.rec.prune(trial, info["arch"], metrics, reason, node=node)
             self.engine.listener("trial_pruned", {**info, "reason": reason})
 
     # Resuming goes through the study in the database, not through Tune's experiment state:

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna_dashboard
 import torch
 from optuna.trial import BaseTrial, TrialState
 from torch import nn
 
 from se_search import __version__
 from se_search.arch import Architecture, SEChoice
+from se_search.dashboard import annotate_trial, artifact_store, front_note
 from se_search.evaluate import Evaluation
 from se_search.pareto import pareto_front
 from se_search.space import SearchSpace
@@ -162,10 +164,19 @@ def default_artifacts_dir(storage: str) -> Path:
     return Path("se_search_artifacts")
 
 
+def artifacts_root(space: SearchSpace, storage: str) -> Path:
+    """The folder of checkpoints (a subfolder per study) and Optuna's artifact store."""
+    return Path(space.search.artifacts or default_artifacts_dir(storage)).resolve()
+
+
 def checkpoint_dir(space: SearchSpace, storage: str) -> Path:
     """Where the study's trained weights go (absolute, so workers elsewhere agree)."""
-    root = Path(space.search.artifacts or default_artifacts_dir(storage))
-    return (root / space.study_name).resolve()
+    return artifacts_root(space, storage) / space.study_name
+
+
+def optuna_artifacts_dir(space: SearchSpace, storage: str) -> Path:
+    """Optuna's artifact store (placement images), which ``se-search dashboard`` serves."""
+    return artifacts_root(space, storage) / "optuna_artifacts"
 
 
 def save_checkpoint(model: nn.Module, folder: Path, number: int, arch: Architecture) -> str:
@@ -217,6 +228,8 @@ class StudyRecorder:
         self.study = open_study(space, storage, rdb=self.rdb)
         self.store = ResultsStore(storage)
         self.checkpoint_dir = checkpoint_dir(space, storage)
+        self.artifacts = artifact_store(optuna_artifacts_dir(space, storage))
+        self.site_names = [s.name for s in space.all_sites]
         self.run_id: int | None = None
 
     # --------------------------------------------------------------------------- the run
@@ -294,7 +307,7 @@ class StudyRecorder:
             arch_json=arch.to_json(),
             arch_hash=arch.hash,
             summary=arch.summary(),
-            placement=arch.placement(s.name for s in self.space.all_sites),
+            placement=arch.placement(self.site_names),
             host=self.host,
             pid=self.pid,
             node=node,
@@ -329,6 +342,7 @@ class StudyRecorder:
         node: str | None = None,
     ) -> list[dict]:
         """Record a finished evaluation: Optuna values and constraints, our metrics; the front."""
+        self._annotate(trial, evaluation.arch, evaluation.metrics)
         for key, value in evaluation.violations.items():
             trial.set_constraint(key, value)
         self.study.tell(trial, evaluation.values(dict(self.space.objectives)))
@@ -339,15 +353,28 @@ class StudyRecorder:
         return self.update_front()
 
     def prune(
-        self, trial: optuna.Trial, metrics: dict[str, Any], reason: str, *, node: str | None = None
+        self,
+        trial: optuna.Trial,
+        arch: Architecture,
+        metrics: dict[str, Any],
+        reason: str,
+        *,
+        node: str | None = None,
     ) -> None:
         """Record a candidate stopped early: PRUNED, with its last accuracy; never on the front."""
+        self._annotate(trial, arch, metrics)
         self.study.tell(trial, state=TrialState.PRUNED)
         self._finish(trial, "pruned", node, metrics=metrics, failure_reason=reason)
 
     def fail(self, trial: optuna.Trial, reason: str, *, node: str | None = None) -> None:
         self.study.tell(trial, state=TrialState.FAIL)
         self._finish(trial, "failed", node, failure_reason=reason)
+
+    def _annotate(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, Any]) -> None:
+        annotate_trial(
+            trial, arch, metrics, sites=self.site_names,
+            strategy=self.space.evaluation.strategy, store=self.artifacts,
+        )  # fmt: skip
 
     def _finish(self, trial: optuna.Trial, state: str, node: str | None, **fields: Any) -> None:
         if node is not None:
@@ -363,6 +390,10 @@ class StudyRecorder:
         ]
         front = pareto_front(done, self.space.objectives)
         self.store.set_front(self.study_name, [(c["trial_number"], c["arch_hash"]) for c in front])
+        note = front_note(
+            front, dict(self.space.objectives), self.study_name, redact(self.storage)
+        )
+        optuna_dashboard.save_note(self.study, note)
         if self.space.search.checkpoints == "front":
             members = {c["trial_number"] for c in front}
             for c in done:

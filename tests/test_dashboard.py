@@ -1,0 +1,125 @@
+"""What optuna-dashboard shows of a search, through its own API, and `se-search dashboard`."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+from optuna_dashboard import wsgi
+from PIL import Image
+from typer.testing import CliRunner
+
+from se_search.arch import Architecture
+from se_search.cli import app
+from se_search.dashboard import VARIANT_COLOURS, artifact_store, cell_box
+from se_search.engines.local import LocalEngine
+from se_search.engines.study import optuna_artifacts_dir
+from se_search.space import SearchSpace, load_space
+from se_search.standin import StandIn
+from se_search.store import ResultsStore
+from tests.conftest import ASSETS
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
+    root = tmp_path_factory.mktemp("dash")
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{root / 'dash.db'}", "search.trials": 6,
+         "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space, evaluator=StandIn()(space)).run()
+    return space
+
+
+def _get(app_: Any, path: str) -> bytes:
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app_(environ, lambda s, headers, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), (path, status)
+    return body
+
+
+def test_trials_carry_attributes_and_a_placement_image(searched: SearchSpace) -> None:
+    store = artifact_store(optuna_artifacts_dir(searched, searched.storage))
+    dash = wsgi(searched.storage, artifact_store=store)
+    study = json.loads(_get(dash, "/api/studies/1"))
+    sites = [s.name for s in searched.all_sites]
+    cands = {c["trial_number"]: c for c in ResultsStore(searched.storage).candidates("e2e")}
+    assert len(study["trials"]) == 6
+    for trial in study["trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        cand = cands[trial["number"]]
+        assert attrs["placement"] == cand["placement"] and attrs["strategy"] == "train"
+        assert float(attrs["flops"]) == cand["flops"] and attrs["arch_hash"] == cand["arch_hash"]
+        assert "latency_ms" in attrs and "params" in attrs
+        (artifact,) = trial["artifacts"]
+        assert artifact["mimetype"] == "image/png"
+        png = _get(dash, f"/artifacts/1/{trial['trial_id']}/{artifact['artifact_id']}")
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        arch = Architecture(cand["architecture"])
+        for site in sites:  # each cell is the colour of its site's variant
+            left, _, _, bottom = cell_box(sites, site)
+            corner = image.getpixel((left + 2, bottom - 3))  # clear of the label
+            assert corner == VARIANT_COLOURS[arch.choice(site).variant], (site, trial["number"])
+
+
+def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:
+    study = optuna.load_study(study_name="e2e", storage=searched.storage)
+    body = json.loads(_get(wsgi(searched.storage), "/api/studies/1"))["note"]["body"]
+    listed = {int(n) for n in re.findall(r"^\| (\d+) \|", body, flags=re.MULTILINE)}
+    front = {c["trial_number"] for c in ResultsStore(searched.storage).front("e2e")}
+    assert listed == front and front
+    assert f"## Pareto front: {len(front)} member(s)" in body
+    assert "se-search export --study e2e" in body
+    assert study.metric_names == ["accuracy", "flops", "latency_ms"]  # the dashboard's axes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_command_serves_the_study_and_warns_off_loopback(searched: SearchSpace) -> None:
+    port = _free_port()
+    exe = str(Path(sys.executable).with_name("se-search"))
+    proc = subprocess.Popen(
+        [exe, "dashboard", "--storage", searched.storage, "--host", "0.0.0.0",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/studies", timeout=2
+                ) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None, "the dashboard never answered"
+        assert [s["study_name"] for s in body["study_summaries"]] == ["e2e"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "warning: serving on 0.0.0.0" in err
+
+
+def test_dashboard_refuses_a_missing_database(tmp_path: Path) -> None:
+    db = tmp_path / "nothing.db"
+    result = CliRunner().invoke(app, ["dashboard", "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 2 and not db.exists()

@@ -333,6 +333,23 @@ def export(
     )
 
 
+@app.command()
+def report(
+    space: LookupSpaceOpt = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file.")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Write one self-contained HTML report of a study (opens offline, no CDN)."""
+    from se_search.report import write_report
+
+    results = _results(space, study, storage)
+    path = write_report(results.storage, results.study, output)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -250,6 +250,14 @@ def spaces_dir() -> Path:
     )
 
 
+def backbone_sites(model: str, num_classes: int) -> tuple[Site, ...]:
+    """Every site of a backbone, from a skeleton on the meta device (milliseconds)."""
+    family = get_backbone(model)
+    with torch.device("meta"):
+        skeleton = family.build(model, num_classes=num_classes)
+    return tuple(family.list_sites(skeleton))
+
+
 def bundled_spaces() -> list[str]:
     """Names of the bundled spaces (``resnet50``, ...)."""
     return sorted(p.stem for p in spaces_dir().glob("*.yaml"))
@@ -320,10 +328,7 @@ def load_space(
         ) from None
 
     space._path, space._text = file, text
-    family = space.family
-    with torch.device("meta"):
-        skeleton = family.build(space.backbone.model, num_classes=space.backbone.num_classes)
-    space._all_sites = tuple(family.list_sites(skeleton))
+    space._all_sites = backbone_sites(space.backbone.model, space.backbone.num_classes)
     problems = _check_sites(space) or _check_reductions(space)
     if problems:
         lines = NodeLines(root)

@@ -1,0 +1,230 @@
+"""``se-search report``: one self-contained HTML file about a study, readable offline.
+
+Plotly's JavaScript is inlined (no CDN); the page is rendered from ``dashboards/report.html.j2``.
+It shows the Pareto front (each objective pair in 2D, all three in 3D), where SE goes on the
+front (a site x variant heatmap), hypervolume against trial number, FLOPs against measured
+latency, and the front as a table with the command that exports each member.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from se_search.arch import Architecture
+from se_search.blocks import VARIANTS
+from se_search.dashboard import VARIANT_COLOURS
+from se_search.errors import SESearchError
+from se_search.pareto import pareto_front
+from se_search.results import Results
+from se_search.space import backbone_sites
+from se_search.store import redact
+
+__all__ = ["build_report", "hypervolume_history", "site_heatmap", "write_report"]
+
+LABELS = {
+    "accuracy": "accuracy (top-1)",
+    "params": "params",
+    "flops": "FLOPs (multiply-adds)",
+    "latency_ms": "latency (ms)",
+}
+
+
+def dashboards_dir() -> Path:
+    """The templates: inside the installed package, or the source checkout's."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "dashboards", package.parent / "dashboards"):
+        if (candidate / "report.html.j2").is_file():
+            return candidate
+    raise SESearchError("the report templates (dashboards/) are missing; reinstall se-search")
+
+
+def site_heatmap(front: Sequence[dict], sites: Sequence[str]) -> dict[str, Any]:
+    """How often each variant sits at each site among front members, and the usual ratio.
+
+    ``z[i][j]`` is the share of members with variant ``variants[j]`` at ``sites[i]``;
+    ``ratio[i][j]`` the most common reduction among them (None if none).
+    """
+    variants = list(VARIANTS)
+    counts = {(s, v): [] for s in sites for v in variants}
+    for member in front:
+        arch = Architecture(member["architecture"])
+        for site in sites:
+            choice = arch.choice(site)
+            counts[site, choice.variant].append(choice.reduction)
+    n = max(len(front), 1)
+    z = [[len(counts[s, v]) / n for v in variants] for s in sites]
+    ratio = [
+        [
+            max(set(r), key=r.count) if (r := counts[s, v]) and v != "none" else None
+            for v in variants
+        ]
+        for s in sites
+    ]
+    return {"sites": list(sites), "variants": variants, "z": z, "ratio": ratio}
+
+
+def _mode(values: list[Any]) -> Any:
+    return max(set(values), key=values.count) if values else None
+
+
+def hypervolume_history(rows: Sequence[dict], objectives: dict[str, str]) -> list[float]:
+    """Hypervolume of the front after each finished trial (two or three objectives).
+
+    Objectives are scaled to [0, 1] over the trials shown, so that the volume is comparable
+    across them; the reference point is the worst corner.
+    """
+    keys = list(objectives)
+    lows = {k: min(r[k] for r in rows) for k in keys}
+    highs = {k: max(r[k] for r in rows) for k in keys}
+
+    def loss(row: dict, k: str) -> float:  # 0 best, 1 worst
+        span = (highs[k] - lows[k]) or 1.0
+        x = (row[k] - lows[k]) / span
+        return 1.0 - x if objectives[k] == "max" else x
+
+    history, seen = [], []
+    for row in rows:
+        seen.append(row)
+        points = [[loss(r, k) for k in keys] for r in pareto_front(seen, objectives)]
+        history.append(_volume(points, [1.0] * len(keys)))
+    return history
+
+
+def _volume(points: list[list[float]], ref: list[float]) -> float:
+    """Volume dominated by ``points`` (minimisation) up to ``ref``: slicing on the last axis."""
+    points = [p for p in points if all(x < r for x, r in zip(p, ref))]
+    if not points:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in points)
+    volume, points = 0.0, sorted(points, key=lambda p: p[-1])
+    for i, p in enumerate(points):
+        upper = points[i + 1][-1] if i + 1 < len(points) else ref[-1]
+        slab = [q[:-1] for q in points[: i + 1]]
+        volume += _volume(slab, ref[:-1]) * (upper - p[-1])
+    return volume
+
+
+def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tuple[str, Any]]:
+    import plotly.graph_objects as go
+
+    objectives = results.objectives
+    on_front = {r["trial_number"] for r in front}
+    hover = [f"trial {r['trial_number']}<br>{r['placement']}" for r in rows]
+    colours = ["#d62728" if r["trial_number"] in on_front else "#9e9e9e" for r in rows]
+    figures = []
+    for a, b in itertools.combinations(objectives, 2):
+        fig = go.Figure(
+            go.Scatter(
+                x=[r[a] for r in rows], y=[r[b] for r in rows], mode="markers",
+                marker={"color": colours, "size": 9}, text=hover, hoverinfo="text",
+                name="trials",
+            )
+        )  # fmt: skip
+        fig.update_layout(xaxis_title=LABELS[a], yaxis_title=LABELS[b], showlegend=False)
+        figures.append((f"Pareto front: {a} and {b} (red: on the front)", fig))
+    if len(objectives) == 3:
+        a, b, c = objectives
+        fig = go.Figure(
+            go.Scatter3d(
+                x=[r[a] for r in rows], y=[r[b] for r in rows], z=[r[c] for r in rows],
+                mode="markers", marker={"color": colours, "size": 5}, text=hover,
+                hoverinfo="text",
+            )
+        )  # fmt: skip
+        fig.update_layout(scene={"xaxis_title": a, "yaxis_title": b, "zaxis_title": c})
+        figures.append(("Pareto front in 3D", fig))
+
+    sites = [s.name for s in backbone_sites(**_backbone(results))]
+    heat = site_heatmap(front, sites)
+    text = [
+        [f"{share:.0%}" + (f" r{r}" if r else "") if share else "" for share, r in zip(zs, rs)]
+        for zs, rs in zip(heat["z"], heat["ratio"])
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=heat["z"], x=heat["variants"], y=heat["sites"], text=text,
+            texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1,
+            colorbar={"title": "share of front"},
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        xaxis_title="variant", yaxis_title="site", yaxis={"autorange": "reversed"},
+        height=max(320, 26 * len(sites) + 120),
+    )  # fmt: skip
+    figures.append(("Where SE goes on the front (share of members; r: usual ratio)", fig))
+
+    if len(objectives) in (2, 3):
+        fig = go.Figure(
+            go.Scatter(
+                x=[r["trial_number"] for r in rows],
+                y=hypervolume_history(rows, objectives), mode="lines+markers",
+            )
+        )  # fmt: skip
+        fig.update_layout(xaxis_title="trial", yaxis_title="hypervolume (normalised objectives)")
+        figures.append(("Hypervolume against trial number", fig))
+
+    timed = [r for r in rows if r.get("latency_ms") is not None]
+    if timed:
+        fig = go.Figure(
+            go.Scatter(
+                x=[r["flops"] for r in timed], y=[r["latency_ms"] for r in timed],
+                mode="markers", text=[f"trial {r['trial_number']}" for r in timed],
+                marker={"color": [r["accuracy"] for r in timed], "colorscale": "Viridis",
+                        "showscale": True, "colorbar": {"title": "accuracy"}, "size": 9},
+            )
+        )  # fmt: skip
+        fig.update_layout(xaxis_title=LABELS["flops"], yaxis_title=LABELS["latency_ms"])
+        figures.append(("FLOPs against measured latency (where FLOPs mislead)", fig))
+    return figures
+
+
+def _backbone(results: Results) -> dict[str, Any]:
+    backbone = results.space["backbone"]
+    return {"model": backbone["model"], "num_classes": backbone["num_classes"]}
+
+
+def build_report(storage: str, study: str) -> str:
+    """The report's HTML text."""
+    import jinja2
+    import plotly.offline
+
+    results = Results(storage, study)
+    rows = [
+        r
+        for r in results.store.candidates(study, states=["complete"])
+        if r["feasible"] and r["duplicate_of"] is None and r["accuracy"] is not None
+    ]
+    if not rows:
+        raise SESearchError(f"study {study!r} has no finished, feasible trial to report yet")
+    front = sorted(results.front(), key=lambda r: -(r["accuracy"] or 0))
+    figures = [
+        (title, fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{i}"))
+        for i, (title, fig) in enumerate(_figures(results, rows, front))
+    ]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(dashboards_dir()), autoescape=jinja2.select_autoescape()
+    )
+    shown = redact(storage)
+    return env.get_template("report.html.j2").render(
+        study=study,
+        storage=shown,
+        objectives=results.objectives,
+        trials=len(results.store.candidates(study)),
+        finished=len(rows),
+        front=front,
+        figures=figures,
+        plotly_js=plotly.offline.get_plotlyjs(),
+        colours={k: "#{:02x}{:02x}{:02x}".format(*c) for k, c in VARIANT_COLOURS.items()},
+        export=lambda n: (
+            f"se-search export --study {study} --storage {shown} --trial {n} -o model.pt"
+        ),
+    )
+
+
+def write_report(storage: str, study: str, path: Path) -> Path:
+    path.write_text(build_report(storage, study), encoding="utf-8")
+    return path

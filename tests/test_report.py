@@ -1,0 +1,89 @@
+"""`se-search report`: the figures' data, and one self-contained HTML file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from se_search.cli import app
+from se_search.engines.local import LocalEngine
+from se_search.report import build_report, hypervolume_history, site_heatmap
+from se_search.space import SearchSpace, load_space
+from se_search.standin import StandIn
+from se_search.store import ResultsStore
+from tests.conftest import ASSETS
+
+runner = CliRunner()
+
+
+def test_site_heatmap_counts_variants_and_the_usual_ratio() -> None:
+    sites = ["layer1.0", "layer1.1"]
+    front = [
+        {"architecture": {"layer1.0": "standard:16", "layer1.1": "pre:4"}},
+        {"architecture": {"layer1.0": "standard:8"}},
+        {"architecture": {"layer1.0": "standard:16", "layer1.1": "pre:8"}},
+        {"architecture": {}},
+    ]
+    heat = site_heatmap(front, sites)
+    col = {v: j for j, v in enumerate(heat["variants"])}
+    assert heat["z"][0][col["standard"]] == 0.75 and heat["z"][0][col["none"]] == 0.25
+    assert heat["ratio"][0][col["standard"]] == 16  # two of three
+    assert heat["z"][1][col["pre"]] == 0.5 and heat["z"][1][col["none"]] == 0.5
+    assert heat["ratio"][1][col["none"]] is None
+    assert all(sum(row) == pytest.approx(1.0) for row in heat["z"])
+
+
+def test_hypervolume_history_on_normalised_objectives() -> None:
+    objectives = {"accuracy": "max", "flops": "min"}
+    rows = [
+        {"accuracy": 0.5, "flops": 10.0},  # worst corner after scaling: volume 0
+        {"accuracy": 1.0, "flops": 20.0},  # losses (0, 1): volume 0
+        {"accuracy": 0.75, "flops": 10.0},  # losses (0.5, 0): volume 0.5
+        {"accuracy": 1.0, "flops": 15.0},  # losses (0, 0.5): adds 0.25
+    ]
+    assert hypervolume_history(rows, objectives) == pytest.approx([0.0, 0.0, 0.5, 0.75])
+    three = {"accuracy": "max", "flops": "min", "latency_ms": "min"}
+    cube = [{"accuracy": a, "flops": f, "latency_ms": t} for a, f, t in [(0, 1, 1), (1, 0, 0)]]
+    assert hypervolume_history(cube, three) == pytest.approx([0.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
+    root = tmp_path_factory.mktemp("report")
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{root / 'r.db'}", "search.trials": 8,
+         "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space, evaluator=StandIn()(space)).run()
+    return space
+
+
+def test_report_is_one_offline_file_with_every_figure_and_the_front(searched: SearchSpace) -> None:
+    page = build_report(searched.storage, "e2e")
+    # plotly is inline: no script or stylesheet comes from anywhere else
+    assert not re.search(r"<script[^>]*\bsrc=", page) and not re.search(r"<link[^>]*href=", page)
+    assert len(page) > 3_000_000
+    figures = re.findall(r'<div id="figure-(\d+)"', page)
+    # three objective pairs, 3D, the heatmap, hypervolume, FLOPs against latency
+    assert len(figures) == 7
+    front = ResultsStore(searched.storage).front("e2e")
+    rows = re.findall(r'<tr data-trial="(\d+)">', page)
+    assert sorted(map(int, rows)) == sorted(c["trial_number"] for c in front)
+    for c in front:
+        assert f"--trial {c['trial_number']} -o model.pt" in page
+    assert "layer4.1" in page  # the heatmap's sites
+
+
+def test_report_command_writes_the_file_or_says_why_not(
+    searched: SearchSpace, tmp_path: Path
+) -> None:
+    out = tmp_path / "report.html"
+    ok = runner.invoke(app, ["report", "--study", "e2e", "--storage", searched.storage,
+                             "-o", str(out)])  # fmt: skip
+    assert ok.exit_code == 0 and out.stat().st_size > 3_000_000
+    missing = runner.invoke(app, ["report", "--study", "nope", "--storage", searched.storage])
+    assert missing.exit_code == 2 and "no study 'nope'" in missing.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port
+
 
 def _binary(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -41,7 +36,7 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="se-search-pg-"))
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     if as_user:
         shutil.chown(root, "postgres")
     run = lambda *cmd: subprocess.run(  # noqa: E731

@@ -5,11 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -29,6 +24,7 @@ from se_search.space import SearchSpace, load_space
 from se_search.standin import StandIn
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
+from tests.servers import dashboard
 
 
 @pytest.fixture(scope="module")
@@ -87,36 +83,10 @@ def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:
     assert study.metric_names == ["accuracy", "flops", "latency_ms"]  # the dashboard's axes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dashboard_command_serves_the_study_and_warns_off_loopback(searched: SearchSpace) -> None:
-    port = _free_port()
-    exe = str(Path(sys.executable).with_name("se-search"))
-    proc = subprocess.Popen(
-        [exe, "dashboard", "--storage", searched.storage, "--host", "0.0.0.0",
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline, body = time.monotonic() + 60, None
-        while body is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/studies", timeout=2
-                ) as r:
-                    body = json.loads(r.read())
-            except OSError:
-                time.sleep(0.3)
-        assert body is not None, "the dashboard never answered"
-        assert [s["study_name"] for s in body["study_summaries"]] == ["e2e"]
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert "warning: serving on 0.0.0.0" in err
+    with dashboard(searched.storage, host="0.0.0.0") as server:
+        assert [s["study_name"] for s in server.studies] == ["e2e"]
+    assert "warning: serving on 0.0.0.0" in server.stderr[0]
 
 
 def test_dashboard_refuses_a_missing_database(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check se_search tests benchmarks
-	$(VENV)/bin/ruff format --check se_search tests benchmarks
+	$(VENV)/bin/ruff check se_search tests benchmarks dashboards
+	$(VENV)/bin/ruff format --check se_search tests benchmarks dashboards
 
 bench: $(STAMP)  ## SE overhead over plain ResNet-50, beside timm's seresnet50
 	$(PY) -m pip install -q "timm>=1.0"

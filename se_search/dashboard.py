@@ -7,8 +7,16 @@ trial's attributes are frozen), and :func:`front_note` after the front changes; 
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +24,13 @@ import optuna
 
 from se_search.arch import Architecture
 from se_search.blocks import VARIANTS
+from se_search.errors import SESearchError
 
 __all__ = [
     "VARIANT_COLOURS",
     "annotate_trial",
     "artifact_store",
+    "dashboard_process",
     "front_note",
     "placement_image",
     "serve",
@@ -148,6 +158,43 @@ def front_note(front: Sequence[dict], objectives: dict[str, str], study: str, st
         f"    se-search export --study {study} --storage {storage} --trial N -o model.pt",
     ]
     return "\n".join(lines)
+
+
+@dataclass
+class DashboardProcess:
+    url: str  # http://127.0.0.1:PORT
+    studies: list[dict]  # what /api/studies answered first
+    stderr: list[str] = field(default_factory=list)  # its output, once it has stopped
+
+
+@contextmanager
+def dashboard_process(storage: str, *, host: str = "127.0.0.1") -> Iterator[DashboardProcess]:
+    """``se-search dashboard`` in a child process on a free port, once its API answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).with_name("se-search"))
+    proc = subprocess.Popen(
+        [exe, "dashboard", "--storage", storage, "--host", host, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=2) as answer:
+                    body = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.3)
+        if body is None:
+            raise SESearchError(f"se-search dashboard on {url} did not answer within 60 s")
+        server = DashboardProcess(url, body["study_summaries"])
+        yield server
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    server.stderr.append(err)
 
 
 def serve(storage: str, *, host: str, port: int, artifacts: Path | None) -> None:

@@ -7,44 +7,27 @@ Debian's `chromium` and `chromium-driver`; selenium comes with the dev extra).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from se_search.browser import headless_chromium, missing, open_and_wait
+from se_search.dashboard import dashboard_process
 from se_search.engines.local import LocalEngine
 from se_search.report import LABELS, site_heatmap, write_report
 from se_search.space import SearchSpace, load_space
 from se_search.standin import StandIn
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
-from tests.servers import dashboard
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="apt-get install chromium chromium-driver"
-)
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='se-search-chromium-')}",
-        "--window-size=1280,900",
-    ):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver = headless_chromium()
     yield driver
     driver.quit()
 
@@ -59,16 +42,6 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
     )  # fmt: skip
     LocalEngine(space, evaluator=StandIn()(space)).run()
     return space
-
-
-def _open(driver: Any, url: str, ready_js: str) -> None:
-    """Load ``url`` with fresh logs and wait until ``ready_js`` is true."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get("about:blank")
-    driver.get_log("browser"), driver.get_log("performance")  # drop what came before
-    driver.get(url)
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(f"return !!({ready_js})"))
 
 
 def _errors(driver: Any) -> list[dict]:
@@ -95,9 +68,9 @@ def test_dashboard_renders_the_pareto_front_with_objective_names(
 ) -> None:
     store = ResultsStore(searched.storage)
     done = [c for c in store.candidates("e2e") if c["state"] == "complete"]
-    with dashboard(searched.storage) as server:
+    with dashboard_process(searched.storage) as server:
         plot = "document.getElementById('graph-pareto-front')"
-        _open(browser, f"{server.url}/dashboard/studies/1", f"{plot} && {plot}.data")
+        open_and_wait(browser, f"{server.url}/dashboard/studies/1", f"{plot} && {plot}.data")
         xs = browser.execute_script(f"return {plot}.data.flatMap(t => Array.from(t.x || []))")
         history_axis = browser.execute_script(
             "const h = document.getElementById('plot-history');"
@@ -115,7 +88,7 @@ def test_report_renders_offline_with_no_console_errors(
     browser: Any, searched: SearchSpace, tmp_path: Path
 ) -> None:
     path = write_report(searched.storage, "e2e", tmp_path / "report.html")
-    _open(browser, path.as_uri(), f"{PLOTS}.length === 7 && {PLOTS}.every(p => p.data)")
+    open_and_wait(browser, path.as_uri(), f"{PLOTS}.length === 7 && {PLOTS}.every(p => p.data)")
     plots = browser.execute_script(
         f"return {PLOTS}.map(p => ({{id: p.id, x: p.layout.xaxis && p.layout.xaxis.title.text,"
         " y: p.layout.yaxis && p.layout.yaxis.title.text, data: p.data}))"

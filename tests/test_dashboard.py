@@ -17,14 +17,13 @@ from typer.testing import CliRunner
 
 from se_search.arch import Architecture
 from se_search.cli import app
-from se_search.dashboard import VARIANT_COLOURS, artifact_store, cell_box
+from se_search.dashboard import VARIANT_COLOURS, artifact_store, cell_box, dashboard_process
 from se_search.engines.local import LocalEngine
 from se_search.engines.study import optuna_artifacts_dir
 from se_search.space import SearchSpace, load_space
 from se_search.standin import StandIn
 from se_search.store import ResultsStore
 from tests.conftest import ASSETS
-from tests.servers import dashboard
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:
 
 
 def test_dashboard_command_serves_the_study_and_warns_off_loopback(searched: SearchSpace) -> None:
-    with dashboard(searched.storage, host="0.0.0.0") as server:
+    with dashboard_process(searched.storage, host="0.0.0.0") as server:
         assert [s["study_name"] for s in server.studies] == ["e2e"]
     assert "warning: serving on 0.0.0.0" in server.stderr[0]
 

@@ -1,0 +1,59 @@
+"""Screenshots of a study for the README: the dashboard's Pareto front, the report's heatmap.
+
+    .venv/bin/python dashboards/screenshots.py --storage sqlite:///se_search.db \\
+        --study resnet50-se [--out dashboards/screenshots]
+
+Starts ``se-search dashboard`` on a free port and writes the report to a temporary file, then
+opens both in headless Chromium (see ``se_search/browser.py`` for what that needs) and saves
+``dashboard-pareto.png`` and ``report-heatmap.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from se_search.browser import headless_chromium, open_and_wait
+from se_search.dashboard import dashboard_process
+from se_search.report import write_report
+
+HEATMAP = (
+    "Array.from(document.querySelectorAll('.js-plotly-plot'))"
+    ".find(p => p.data && p.data[0].type === 'heatmap')"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", default="sqlite:///se_search.db")
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "screenshots")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    driver = headless_chromium(width=1280, height=1000)
+    try:
+        with dashboard_process(args.storage) as server:
+            ids = {s["study_name"]: s["study_id"] for s in server.studies}
+            plot = "document.getElementById('graph-pareto-front')"
+            url = f"{server.url}/dashboard/studies/{ids[args.study]}"
+            open_and_wait(driver, url, f"{plot} && {plot}.data")
+            time.sleep(1.0)  # let plotly finish drawing
+            card = driver.find_element("id", "graph-pareto-front").find_element("xpath", "../..")
+            card.screenshot(str(args.out / "dashboard-pareto.png"))
+        with tempfile.TemporaryDirectory() as tmp:
+            page = write_report(args.storage, args.study, Path(tmp) / "report.html")
+            open_and_wait(driver, page.as_uri(), HEATMAP)
+            time.sleep(1.0)
+            section = driver.execute_script(f"return ({HEATMAP}).closest('section')")
+            driver.execute_script("arguments[0].scrollIntoView()", section)
+            section.screenshot(str(args.out / "report-heatmap.png"))
+    finally:
+        driver.quit()
+    print(f"wrote {args.out / 'dashboard-pareto.png'} and {args.out / 'report-heatmap.png'}")
+
+
+if __name__ == "__main__":
+    main()

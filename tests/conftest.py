@@ -50,3 +50,20 @@ def postgres_url() -> Iterator[str]:
 
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
+    """A finished 8-trial search of tests/assets/e2e.yaml by the stand-in evaluator (about a
+    second): for the tests that only read a study (dashboard, report, browser)."""
+    from se_search.engines.local import LocalEngine
+    from se_search.standin import StandIn
+
+    root = tmp_path_factory.mktemp("standin")
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{root / 'standin.db'}", "search.trials": 8,
+         "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space, evaluator=StandIn()(space)).run()
+    return space

@@ -15,12 +15,9 @@ import pytest
 
 from se_search.browser import headless_chromium, missing, open_and_wait
 from se_search.dashboard import dashboard_process
-from se_search.engines.local import LocalEngine
 from se_search.report import LABELS, site_heatmap, write_report
-from se_search.space import SearchSpace, load_space
-from se_search.standin import StandIn
+from se_search.space import SearchSpace
 from se_search.store import ResultsStore
-from tests.conftest import ASSETS
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -30,18 +27,6 @@ def browser() -> Iterator[Any]:
     driver = headless_chromium()
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
-    root = tmp_path_factory.mktemp("browser")
-    space = load_space(
-        ASSETS / "e2e.yaml",
-        {"storage": f"sqlite:///{root / 'b.db'}", "search.trials": 8,
-         "search.checkpoints": "none"},
-    )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn()(space)).run()
-    return space
 
 
 def _errors(driver: Any) -> list[dict]:

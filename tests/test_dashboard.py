@@ -10,7 +10,6 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import optuna
-import pytest
 from optuna_dashboard import wsgi
 from PIL import Image
 from typer.testing import CliRunner
@@ -18,24 +17,9 @@ from typer.testing import CliRunner
 from se_search.arch import Architecture
 from se_search.cli import app
 from se_search.dashboard import VARIANT_COLOURS, artifact_store, cell_box, dashboard_process
-from se_search.engines.local import LocalEngine
 from se_search.engines.study import optuna_artifacts_dir
-from se_search.space import SearchSpace, load_space
-from se_search.standin import StandIn
+from se_search.space import SearchSpace
 from se_search.store import ResultsStore
-from tests.conftest import ASSETS
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
-    root = tmp_path_factory.mktemp("dash")
-    space = load_space(
-        ASSETS / "e2e.yaml",
-        {"storage": f"sqlite:///{root / 'dash.db'}", "search.trials": 6,
-         "search.checkpoints": "none"},
-    )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn()(space)).run()
-    return space
 
 
 def _get(app_: Any, path: str) -> bytes:
@@ -53,7 +37,7 @@ def test_trials_carry_attributes_and_a_placement_image(searched: SearchSpace) ->
     study = json.loads(_get(dash, "/api/studies/1"))
     sites = [s.name for s in searched.all_sites]
     cands = {c["trial_number"]: c for c in ResultsStore(searched.storage).candidates("e2e")}
-    assert len(study["trials"]) == 6
+    assert len(study["trials"]) == 8
     for trial in study["trials"]:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         cand = cands[trial["number"]]
@@ -82,7 +66,9 @@ def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:
     assert study.metric_names == ["accuracy", "flops", "latency_ms"]  # the dashboard's axes
 
 
-def test_dashboard_command_serves_the_study_and_warns_off_loopback(searched: SearchSpace) -> None:
+def test_dashboard_command_serves_the_study_and_warns_off_loopback(
+    searched: SearchSpace,
+) -> None:
     with dashboard_process(searched.storage, host="0.0.0.0") as server:
         assert [s["study_name"] for s in server.studies] == ["e2e"]
     assert "warning: serving on 0.0.0.0" in server.stderr[0]

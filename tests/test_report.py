@@ -9,12 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from se_search.cli import app
-from se_search.engines.local import LocalEngine
 from se_search.report import build_report, hypervolume_history, site_heatmap
-from se_search.space import SearchSpace, load_space
-from se_search.standin import StandIn
+from se_search.space import SearchSpace
 from se_search.store import ResultsStore
-from tests.conftest import ASSETS
 
 runner = CliRunner()
 
@@ -50,19 +47,9 @@ def test_hypervolume_history_on_normalised_objectives() -> None:
     assert hypervolume_history(cube, three) == pytest.approx([0.0, 1.0])
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
-    root = tmp_path_factory.mktemp("report")
-    space = load_space(
-        ASSETS / "e2e.yaml",
-        {"storage": f"sqlite:///{root / 'r.db'}", "search.trials": 8,
-         "search.checkpoints": "none"},
-    )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn()(space)).run()
-    return space
-
-
-def test_report_is_one_offline_file_with_every_figure_and_the_front(searched: SearchSpace) -> None:
+def test_report_is_one_offline_file_with_every_figure_and_the_front(
+    searched: SearchSpace,
+) -> None:
     page = build_report(searched.storage, "e2e")
     # plotly is inline: no script or stylesheet comes from anywhere else
     assert not re.search(r"<script[^>]*\bsrc=", page) and not re.search(r"<link[^>]*href=", page)

@@ -42,10 +42,10 @@ def dashboards_dir() -> Path:
 
 
 def site_heatmap(front: Sequence[dict], sites: Sequence[str]) -> dict[str, Any]:
-    """How often each variant sits at each site among front members, and the usual ratio.
+    """How often each variant sits at each site among front members, and with which ratios.
 
     ``z[i][j]`` is the share of members with variant ``variants[j]`` at ``sites[i]``;
-    ``ratio[i][j]`` the most common reduction among them (None if none).
+    ``ratios[i][j]`` their reductions, most common first (empty for ``none``).
     """
     variants = list(VARIANTS)
     counts = {(s, v): [] for s in sites for v in variants}
@@ -56,18 +56,12 @@ def site_heatmap(front: Sequence[dict], sites: Sequence[str]) -> dict[str, Any]:
             counts[site, choice.variant].append(choice.reduction)
     n = max(len(front), 1)
     z = [[len(counts[s, v]) / n for v in variants] for s in sites]
-    ratio = [
-        [
-            max(set(r), key=r.count) if (r := counts[s, v]) and v != "none" else None
-            for v in variants
-        ]
-        for s in sites
-    ]
-    return {"sites": list(sites), "variants": variants, "z": z, "ratio": ratio}
+    ratios = [[_by_count(counts[s, v]) if v != "none" else [] for v in variants] for s in sites]
+    return {"sites": list(sites), "variants": variants, "z": z, "ratios": ratios}
 
 
-def _mode(values: list[Any]) -> Any:
-    return max(set(values), key=values.count) if values else None
+def _by_count(values: list[Any]) -> list[Any]:
+    return sorted(set(values), key=lambda v: (-values.count(v), v))
 
 
 def hypervolume_history(rows: Sequence[dict], objectives: dict[str, str]) -> list[float]:
@@ -141,8 +135,11 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
     sites = [s.name for s in backbone_sites(**_backbone(results))]
     heat = site_heatmap(front, sites)
     text = [
-        [f"{share:.0%}" + (f" r{r}" if r else "") if share else "" for share, r in zip(zs, rs)]
-        for zs, rs in zip(heat["z"], heat["ratio"])
+        [
+            f"{share:.0%}" + (" r" + "/".join(map(str, r)) if r else "") if share else ""
+            for share, r in zip(zs, rs)
+        ]
+        for zs, rs in zip(heat["z"], heat["ratios"])
     ]
     fig = go.Figure(
         go.Heatmap(
@@ -155,7 +152,7 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
         xaxis_title="variant", yaxis_title="site", yaxis={"autorange": "reversed"},
         height=max(320, 26 * len(sites) + 120),
     )  # fmt: skip
-    figures.append(("Where SE goes on the front (share of members; r: usual ratio)", fig))
+    figures.append(("Where SE goes on the front (share of members; r: their ratios)", fig))
 
     if len(objectives) in (2, 3):
         fig = go.Figure(

@@ -27,9 +27,9 @@ def test_site_heatmap_counts_variants_and_the_usual_ratio() -> None:
     heat = site_heatmap(front, sites)
     col = {v: j for j, v in enumerate(heat["variants"])}
     assert heat["z"][0][col["standard"]] == 0.75 and heat["z"][0][col["none"]] == 0.25
-    assert heat["ratio"][0][col["standard"]] == 16  # two of three
+    assert heat["ratios"][0][col["standard"]] == [16, 8]  # 16 twice, then 8
     assert heat["z"][1][col["pre"]] == 0.5 and heat["z"][1][col["none"]] == 0.5
-    assert heat["ratio"][1][col["none"]] is None
+    assert heat["ratios"][1][col["pre"]] == [4, 8] and heat["ratios"][1][col["none"]] == []
     assert all(sum(row) == pytest.approx(1.0) for row in heat["z"])
 
 

@@ -122,7 +122,7 @@ NONE = SEChoice("none")
 class Architecture(Mapping[str, SEChoice]):
     """An immutable, hashable mapping ``site -> SEChoice`` (``none`` sites left out)."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_json", "_map")
 
     def __init__(self, choices: Mapping[str, SEChoice | str | Mapping[str, Any]] = ()) -> None:
         items = {}
@@ -134,6 +134,7 @@ class Architecture(Mapping[str, SEChoice]):
             if not choice.is_none:
                 items[str(site)] = choice
         self._map: dict[str, SEChoice] = dict(sorted(items.items()))
+        self._json: str | None = None  # computed on first use; the mapping never changes
 
     @classmethod
     def uniform(cls, sites: Iterable[str], choice: SEChoice | str) -> Architecture:
@@ -168,7 +169,9 @@ class Architecture(Mapping[str, SEChoice]):
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, ``none`` sites left out."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        if self._json is None:
+            self._json = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return self._json
 
     @property
     def hash(self) -> str:

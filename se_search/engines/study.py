@@ -231,6 +231,7 @@ class StudyRecorder:
         self.artifacts = artifact_store(optuna_artifacts_dir(space, storage))
         self.site_names = [s.name for s in space.all_sites]
         self.run_id: int | None = None
+        self._noted: list[int] | None = None  # the front the study's note shows
 
     # --------------------------------------------------------------------------- the run
 
@@ -390,10 +391,11 @@ class StudyRecorder:
         ]
         front = pareto_front(done, self.space.objectives)
         self.store.set_front(self.study_name, [(c["trial_number"], c["arch_hash"]) for c in front])
-        note = front_note(
-            front, dict(self.space.objectives), self.study_name, redact(self.storage)
-        )
-        optuna_dashboard.save_note(self.study, note)
+        if [c["trial_number"] for c in front] != self._noted:  # the note follows the front
+            objectives, shown = dict(self.space.objectives), redact(self.storage)
+            note = front_note(front, objectives, self.study_name, shown)
+            optuna_dashboard.save_note(self.study, note)
+            self._noted = [c["trial_number"] for c in front]
         if self.space.search.checkpoints == "front":
             members = {c["trial_number"] for c in front}
             for c in done:

@@ -368,7 +368,11 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the results database, with the trials' placement images."""
     from se_search.dashboard import serve
-    from se_search.engines.study import default_artifacts_dir, optuna_artifacts_dir
+    from se_search.engines.study import (
+        OPTUNA_ARTIFACTS,
+        default_artifacts_dir,
+        optuna_artifacts_dir,
+    )
     from se_search.store import ResultsStore, redact
 
     if space is not None:
@@ -380,7 +384,7 @@ def dashboard(
     storage = storage or DEFAULT_STORAGE
     ResultsStore(storage, read_only=True)  # a clear error if there is no results database
     if artifacts is None:
-        artifacts = default_artifacts_dir(storage) / "optuna_artifacts"
+        artifacts = default_artifacts_dir(storage) / OPTUNA_ARTIFACTS
     if host not in LOOPBACK:
         err_console.print(
             f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this machine "

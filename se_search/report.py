@@ -132,7 +132,8 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
         fig.update_layout(scene={"xaxis_title": a, "yaxis_title": b, "zaxis_title": c})
         figures.append(("Pareto front in 3D", fig))
 
-    sites = [s.name for s in backbone_sites(**_backbone(results))]
+    backbone = results.space["backbone"]
+    sites = [s.name for s in backbone_sites(backbone["model"], backbone["num_classes"])]
     heat = site_heatmap(front, sites)
     text = [
         [
@@ -177,11 +178,6 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
         fig.update_layout(xaxis_title=LABELS["flops"], yaxis_title=LABELS["latency_ms"])
         figures.append(("FLOPs against measured latency (where FLOPs mislead)", fig))
     return figures
-
-
-def _backbone(results: Results) -> dict[str, Any]:
-    backbone = results.space["backbone"]
-    return {"model": backbone["model"], "num_classes": backbone["num_classes"]}
 
 
 def build_report(storage: str, study: str) -> str:

@@ -174,9 +174,13 @@ def checkpoint_dir(space: SearchSpace, storage: str) -> Path:
     return artifacts_root(space, storage) / space.study_name
 
 
+#: Optuna's artifact store, under the artifacts folder.
+OPTUNA_ARTIFACTS = "optuna_artifacts"
+
+
 def optuna_artifacts_dir(space: SearchSpace, storage: str) -> Path:
     """Optuna's artifact store (placement images), which ``se-search dashboard`` serves."""
-    return artifacts_root(space, storage) / "optuna_artifacts"
+    return artifacts_root(space, storage) / OPTUNA_ARTIFACTS
 
 
 def save_checkpoint(model: nn.Module, folder: Path, number: int, arch: Architecture) -> str:

@@ -355,6 +355,29 @@ class ResultsStore:
             ).first()
             return _row(*found) if found else None
 
+    def scored(self, study_name: str) -> list[dict]:
+        """The candidates the front is chosen from: complete, feasible, trained (not copies
+        of an earlier trial); only the fields the front and the study's note need."""
+        columns = (
+            CandidateModel.trial_number, CandidateModel.arch_hash, CandidateModel.placement,
+            CandidateModel.checkpoint, MetricsModel.accuracy, MetricsModel.params,
+            MetricsModel.flops, MetricsModel.latency_ms,
+        )  # fmt: skip
+        query = (
+            select(*columns)
+            .join(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
+            .where(
+                CandidateModel.study_name == study_name,
+                CandidateModel.state == "complete",
+                CandidateModel.duplicate_of.is_(None),
+                MetricsModel.feasible.is_(True),
+                MetricsModel.accuracy.is_not(None),
+            )
+            .order_by(CandidateModel.trial_number)
+        )
+        with self.session() as s:
+            return [dict(row._mapping) for row in s.execute(query)]
+
     def trained_as(self, study_name: str, arch_hash: str) -> dict | None:
         """The completed, trained (not copied) candidate with this architecture, if any."""
         with self.session() as s:
@@ -385,13 +408,14 @@ class ResultsStore:
                 FrontModel(study_name=study_name, trial_number=n, arch_hash=h) for n, h in members
             )
 
-    def front(self, study_name: str) -> list[dict]:
+    def front_numbers(self, study_name: str) -> set[int]:
+        """The trial numbers of the study's stored front."""
         with self.session() as s:
-            numbers = set(
-                s.scalars(
-                    select(FrontModel.trial_number).where(FrontModel.study_name == study_name)
-                )
-            )
+            query = select(FrontModel.trial_number).where(FrontModel.study_name == study_name)
+            return set(s.scalars(query))
+
+    def front(self, study_name: str) -> list[dict]:
+        numbers = self.front_numbers(study_name)
         return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
 
 

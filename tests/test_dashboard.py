@@ -10,13 +10,20 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import optuna
+import pytest
 from optuna_dashboard import wsgi
 from PIL import Image
 from typer.testing import CliRunner
 
 from se_search.arch import Architecture
 from se_search.cli import app
-from se_search.dashboard import VARIANT_COLOURS, artifact_store, cell_box, dashboard_process
+from se_search.dashboard import (
+    VARIANT_COLOURS,
+    artifact_store,
+    cell_box,
+    dashboard_process,
+    set_user_attrs,
+)
 from se_search.engines.study import optuna_artifacts_dir
 from se_search.space import SearchSpace
 from se_search.store import ResultsStore
@@ -53,6 +60,29 @@ def test_trials_carry_attributes_and_a_placement_image(searched: SearchSpace) ->
             left, _, _, bottom = cell_box(sites, site)
             corner = image.getpixel((left + 2, bottom - 3))  # clear of the label
             assert corner == VARIANT_COLOURS[arch.choice(site).variant], (site, trial["number"])
+
+
+ATTRS = {"placement": "S16 - | P8", "params": 25_557_032, "latency_ms": 1.25, "h": [0.5, 0.75]}
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "memory"])
+def test_set_user_attrs_is_set_user_attr_in_one_write(
+    storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}" if storage == "sqlite" else None
+    study = optuna.create_study(storage=url)
+    trial = study.ask()
+    trial.set_user_attr("h", [0.5])  # replaced, as set_user_attr would
+    if storage == "sqlite":  # the RDB path writes rows itself, never one call per attribute
+        monkeypatch.setattr(optuna.Trial, "set_user_attr", None)
+    set_user_attrs(trial, ATTRS)
+    assert trial.user_attrs == ATTRS  # the trial's own view
+    study.tell(trial, 1.0)
+    assert study.trials[0].user_attrs == ATTRS  # what the storage holds
+    again = optuna.load_study(study_name=study.study_name, storage=url) if url else study
+    assert again.trials[0].user_attrs == ATTRS
+    with pytest.raises(RuntimeError, match="finished"):  # Optuna's own check still applies
+        set_user_attrs(trial, {"late": 1, "later": 2})
 
 
 def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:

@@ -106,7 +106,7 @@ class LocalEngine:
             return True
         except BaseException as err:  # recorded, then: the search goes on, or it stops
             reason = f"{type(err).__name__}: {err}"
-            rec.fail(trial, reason)
+            rec.fail(trial, arch, reason)
             self.listener("trial_failed", {**info, "reason": reason})
             if not isinstance(err, TRIAL_FAILURES):
                 raise  # interrupts, configuration errors and bugs stop the run

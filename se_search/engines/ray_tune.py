@@ -339,7 +339,7 @@ class _RecordingSearch(OptunaSearch):
         self.engine.ran += 1
         if error or result.get("se_failed"):
             reason = result.get("se_failed") if not error else _ray_error(tune_trial)
-            self.rec.fail(trial, reason, node=node)
+            self.rec.fail(trial, info["arch"], reason, node=node)
             self.engine.failed += 1
             self.engine.listener("trial_failed", {**info, "reason": reason})
         elif result.get("se_final"):

@@ -29,7 +29,13 @@ from torch import nn
 
 from se_search import __version__
 from se_search.arch import Architecture, SEChoice
-from se_search.dashboard import annotate_trial, artifact_store, front_note
+from se_search.dashboard import (
+    artifact_store,
+    front_note,
+    set_user_attrs,
+    trial_attrs,
+    upload_placement,
+)
 from se_search.evaluate import Evaluation
 from se_search.pareto import pareto_front
 from se_search.space import SearchSpace
@@ -235,7 +241,10 @@ class StudyRecorder:
         self.artifacts = artifact_store(optuna_artifacts_dir(space, storage))
         self.site_names = [s.name for s in space.all_sites]
         self.run_id: int | None = None
-        self._noted: list[int] | None = None  # the front the study's note shows
+        self._histories: dict[int, list[float]] = {}  # per-epoch accuracy, by trial number
+        # Early stopping compares a trial with the others, in whichever process they run:
+        # their histories go to the study after every epoch. Otherwise once, at the end.
+        self.live_histories = space.evaluation.early_stopping.rule != "none"
 
     # --------------------------------------------------------------------------- the run
 
@@ -317,16 +326,19 @@ class StudyRecorder:
             pid=self.pid,
             node=node,
         )
-        trial.set_user_attr("arch_hash", arch.hash)
         return self.store.trained_as(self.study_name, arch.hash)
 
     def record_epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> list[float]:
         """Record the accuracy after ``epoch`` (1-based) in the trial's history; the history.
 
-        A retried trial starts its history again from epoch 1.
+        A retried trial starts its history again from epoch 1. The history is written to the
+        trial's ``accuracy_by_epoch`` attribute after each epoch when early stopping needs
+        it (:attr:`live_histories`), else with the trial's result.
         """
-        history = [*trial.user_attrs.get(EPOCHS_ATTR, [])[: epoch - 1], float(accuracy)]
-        trial.set_user_attr(EPOCHS_ATTR, history)
+        history = [*self._histories.get(trial.number, [])[: epoch - 1], float(accuracy)]
+        self._histories[trial.number] = history
+        if self.live_histories:
+            trial.set_user_attr(EPOCHS_ATTR, history)
         return history
 
     def peer_histories(self, trial: optuna.Trial) -> list[Sequence[float]]:
@@ -371,15 +383,25 @@ class StudyRecorder:
         self.study.tell(trial, state=TrialState.PRUNED)
         self._finish(trial, "pruned", node, metrics=metrics, failure_reason=reason)
 
-    def fail(self, trial: optuna.Trial, reason: str, *, node: str | None = None) -> None:
+    def fail(
+        self, trial: optuna.Trial, arch: Architecture, reason: str, *, node: str | None = None
+    ) -> None:
+        self._set_attrs(trial, arch, {})
         self.study.tell(trial, state=TrialState.FAIL)
         self._finish(trial, "failed", node, failure_reason=reason)
 
     def _annotate(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, Any]) -> None:
-        annotate_trial(
-            trial, arch, metrics, sites=self.site_names,
-            strategy=self.space.evaluation.strategy, store=self.artifacts,
-        )  # fmt: skip
+        """What the dashboard shows of a finished trial: attributes and placement image."""
+        self._set_attrs(trial, arch, metrics)
+        upload_placement(trial, arch, sites=self.site_names, store=self.artifacts)
+
+    def _set_attrs(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, Any]) -> None:
+        """The trial's attributes and its accuracy history so far, in one write."""
+        strategy = self.space.evaluation.strategy
+        attrs = trial_attrs(arch, metrics, sites=self.site_names, strategy=strategy)
+        if self._histories.get(trial.number):
+            attrs[EPOCHS_ATTR] = self._histories.pop(trial.number)
+        set_user_attrs(trial, attrs)
 
     def _finish(self, trial: optuna.Trial, state: str, node: str | None, **fields: Any) -> None:
         if node is not None:
@@ -387,19 +409,16 @@ class StudyRecorder:
         self.store.finish_candidate(self.study_name, trial.number, state=state, **fields)
 
     def update_front(self) -> list[dict]:
-        """Recompute the front from the stored metrics and store it (and prune checkpoints)."""
-        done = [
-            c
-            for c in self.store.candidates(self.study_name, states=["complete"])
-            if c["feasible"] and c["duplicate_of"] is None and c["accuracy"] is not None
-        ]
+        """Recompute the front from the stored metrics, store it when it changed (with the
+        study's note), prune checkpoints; the front's rows (:meth:`ResultsStore.scored`)."""
+        done = self.store.scored(self.study_name)
         front = pareto_front(done, self.space.objectives)
-        self.store.set_front(self.study_name, [(c["trial_number"], c["arch_hash"]) for c in front])
-        if [c["trial_number"] for c in front] != self._noted:  # the note follows the front
+        if {c["trial_number"] for c in front} != self.store.front_numbers(self.study_name):
+            members = [(c["trial_number"], c["arch_hash"]) for c in front]
+            self.store.set_front(self.study_name, members)
             objectives, shown = dict(self.space.objectives), redact(self.storage)
             note = front_note(front, objectives, self.study_name, shown)
-            optuna_dashboard.save_note(self.study, note)
-            self._noted = [c["trial_number"] for c in front]
+            optuna_dashboard.save_note(self.study, note)  # the study's note follows the front
         if self.space.search.checkpoints == "front":
             members = {c["trial_number"] for c in front}
             for c in done:

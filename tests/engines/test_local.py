@@ -71,6 +71,7 @@ def test_trials_are_stored_in_optuna_and_in_se_tables(search: Search) -> None:
     assert [c["trial_number"] for c in cands] == [t.number for t in trials]
     for trial, cand in zip(trials, cands):
         assert trial.user_attrs["arch_hash"] == cand["arch_hash"]
+        assert trial.user_attrs["accuracy_by_epoch"] == [cand["accuracy"]]  # written at the end
         assert trial.values == [cand["accuracy"], cand["flops"], cand["latency_ms"]]
         assert 0.0 <= cand["accuracy"] <= 1.0 and cand["epochs"] == 1
         assert cand["latency"]["repeats"] == 3 and cand["latency"]["device"] == "cpu"
@@ -197,6 +198,9 @@ def test_nan_loss_fails_the_trial_with_its_reason_and_the_search_goes_on(tmp_pat
     assert all("training loss became nan" in c["failure_reason"] for c in failed)
     study = optuna.load_study(study_name="e2e", storage=space.storage)
     assert {t.state for t in study.trials} == {TrialState.FAIL}
+    for trial, cand in zip(study.trials, failed):  # what it was, for the dashboard
+        assert trial.user_attrs["arch_hash"] == cand["arch_hash"]
+        assert trial.user_attrs["placement"] == cand["placement"]
     # the same study then goes on with a sane learning rate
     space = _space(tmp_path, **{"search.trials": 1})
     assert LocalEngine(space).run().finished == 1

@@ -31,7 +31,8 @@ DEFAULT_GATE = "sigmoid"
 class SEChoice:
     """What one site gets: an integration variant, a reduction ratio, a squeeze and a gate.
 
-    A ``none`` choice carries no ratio, squeeze or gate: ``SEChoice("none")`` is the only one.
+    A variant that adds no block (``none``, ``keep``) carries no ratio, squeeze or gate:
+    ``SEChoice("none")`` and ``SEChoice("keep")`` are the only ones.
     """
 
     variant: str
@@ -44,7 +45,7 @@ class SEChoice:
             raise ArchitectureError(
                 f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}"
             )
-        if self.variant == "none":
+        if not VARIANTS[self.variant].adds_block:
             object.__setattr__(self, "reduction", None)
             object.__setattr__(self, "squeeze", DEFAULT_SQUEEZE)
             object.__setattr__(self, "gate", DEFAULT_GATE)
@@ -67,6 +68,11 @@ class SEChoice:
     @property
     def is_none(self) -> bool:
         return self.variant == "none"
+
+    @property
+    def adds_block(self) -> bool:
+        """Whether this choice puts a new SE block at its site."""
+        return VARIANTS[self.variant].adds_block
 
     @classmethod
     def parse(cls, value: str | Mapping[str, Any] | SEChoice) -> SEChoice:
@@ -105,15 +111,15 @@ class SEChoice:
         )
 
     def __str__(self) -> str:
-        if self.is_none:
-            return "none"
+        if not self.adds_block:
+            return self.variant
         text = f"{self.variant}:{self.reduction}"
         if (self.squeeze, self.gate) != (DEFAULT_SQUEEZE, DEFAULT_GATE):
             text += f":{self.squeeze}:{self.gate}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": "none"} if self.is_none else asdict(self)
+        return asdict(self) if self.adds_block else {"variant": self.variant}
 
 
 NONE = SEChoice("none")
@@ -190,15 +196,15 @@ class Architecture(Mapping[str, SEChoice]):
     def placement(self, sites: Iterable[str]) -> str:
         """One token per site in ``sites`` order, stages split by ``|``.
 
-        ``-`` is no block; otherwise the variant's letter (S standard, P pre, O post,
-        I identity) and the ratio, with ``*`` when squeeze or gate is not the default:
-        ``S16 - P8 | I4 ...``.
+        ``-`` is no block, ``K`` the backbone's own block; otherwise the variant's letter
+        (S standard, P pre, O post, I identity, M inner) and the ratio, with ``*`` when
+        squeeze or gate is not the default: ``S16 - P8 | I4 ...``.
         """
         stages: dict[str, list[str]] = {}
         for site in sites:
             choice = self.choice(site)
             token = VARIANTS[choice.variant].code
-            if not choice.is_none:
+            if choice.adds_block:
                 token += str(choice.reduction)
                 if (choice.squeeze, choice.gate) != (DEFAULT_SQUEEZE, DEFAULT_GATE):
                     token += "*"

@@ -31,6 +31,12 @@ post       after the addition and its activation                 out channels
 identity   on the shortcut path, in parallel to the branch       out channels
 none       no block                                              --
 ========== ===================================================== ============
+
+Two more serve other families. ``inner``: inside a mobile block, after its depthwise
+convolution, on the expanded channels (MnasNet, MobileNetV3). ``keep``: the backbone's own
+SE block as it is (MobileNetV3, EfficientNet, RegNetY). At a site without a shortcut (a
+VGG conv, an Inception module) ``standard`` is the block on the site's output, and the
+residual variants do not apply: each backbone's sites say which variants they take.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "ACTIVATIONS",
     "GATES",
     "SQUEEZES",
     "VARIANTS",
@@ -99,6 +106,8 @@ SQUEEZES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "max": lambda x: x.amax(dim=(2, 3), keepdim=True),
 }
 GATES: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
+#: The excitation's hidden activation δ: ReLU in the paper; EfficientNet's own blocks use SiLU.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
 class SqueezeExcite(nn.Module):
@@ -109,6 +118,7 @@ class SqueezeExcite(nn.Module):
         reduction: the ratio ``r``; the excitation MLP is ``C -> C // r -> C``.
         squeeze: ``avg`` or ``max`` global pooling.
         gate: ``sigmoid`` (σ in the paper) or ``hardsigmoid``.
+        act: the hidden activation δ, ``relu`` (the paper's) or ``silu``.
     """
 
     def __init__(
@@ -118,15 +128,18 @@ class SqueezeExcite(nn.Module):
         reduction: int = 16,
         squeeze: str = "avg",
         gate: str = "sigmoid",
+        act: str = "relu",
     ) -> None:
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"unknown gate {gate!r}; choose one of {sorted(GATES)}")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)}")
         hidden = squeeze_width(channels, reduction)
         self.channels, self.reduction = channels, reduction
         self.squeeze = Squeeze(squeeze)
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)  # W1
-        self.act = nn.ReLU(inplace=True)  # δ
+        self.act = ACTIVATIONS[act](inplace=True)  # δ
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)  # W2
         self.gate = GATES[gate]()  # σ
         self.scale = ChannelScale()
@@ -179,9 +192,14 @@ class Variant:
     name: str
     code: str  # one letter for compact placement strings
     description: str
-    sees: Literal["in", "out"] | None  # None: no SE block at all
+    sees: Literal["in", "out"] | None  # the side whose map it scales; None: adds no block
     residual_forward: Callable[[ResidualSE, torch.Tensor], torch.Tensor] | None
-    paper_top1_err: float  # SE-ResNet-50, paper Table 14
+    paper_top1_err: float | None  # SE-ResNet-50, paper Table 14
+
+    @property
+    def adds_block(self) -> bool:
+        """Whether the variant puts a new SE block at its site (and so needs a ratio)."""
+        return self.sees is not None
 
 
 VARIANTS: dict[str, Variant] = {
@@ -194,8 +212,13 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             "identity", "I", "on the shortcut, parallel to the branch", "out", _identity, 22.20
         ),
+        Variant("inner", "M", "inside the block, after its depthwise conv", "out", None, None),
+        Variant("keep", "K", "the backbone's own SE block, unchanged", None, None, None),
     )
 }
+
+#: Variants that need a residual block (a shortcut to sit on, or a branch input of its own).
+RESIDUAL_VARIANTS = ("pre", "identity")
 
 
 class ResidualSE(nn.Module):
@@ -212,7 +235,7 @@ class ResidualSE(nn.Module):
         super().__init__()
         forward = VARIANTS[variant].residual_forward
         if forward is None:
-            raise ValueError(f"variant {variant!r} places no SE block; leave the block as it is")
+            raise ValueError(f"variant {variant!r} is not one of a residual block's placements")
         for name, child in block.named_children():
             self.add_module(name, child)
         for name, value in vars(block).items():  # plain attributes such as ``stride``

@@ -403,8 +403,9 @@ def spaces() -> None:
     from se_search.space import bundled_spaces, load_space
 
     table = Table(title="bundled search spaces")
-    for column in ("name", "backbone", "sites", "variants", "reductions"):
-        table.add_column(column)
+    for column in ("name", "backbone", "sites", "variants", "reductions", "architectures"):
+        numeric = column in {"sites", "architectures"}
+        table.add_column(column, justify="right" if numeric else "left")
     for name in bundled_spaces():
         s = load_space(name)
         table.add_row(
@@ -413,6 +414,7 @@ def spaces() -> None:
             str(len(s.site_names)),
             ", ".join(s.choices.variant),
             ", ".join(map(str, s.choices.reduction)),
+            f"{s.size:,}" if s.size < 10**6 else f"{s.size:.2e}",
         )
     console.print(table)
 

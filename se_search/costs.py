@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops import SqueezeExcitation
 
 from se_search.arch import Architecture, SEChoice
-from se_search.backbones import BackboneFamily
+from se_search.backbones import BackboneFamily, Site
 from se_search.blocks import VARIANTS, ChannelScale, Squeeze, squeeze_width
 
 __all__ = [
@@ -46,12 +47,14 @@ def _per_output_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tens
     m.total_ops += y.numel()
 
 
-#: thop rules for what thop itself counts as free.
+#: thop rules for what thop itself counts as free. torchvision's own SE block (in
+#: MobileNetV3, EfficientNet, RegNetY) is charged its scale here; thop counts its children.
 FLOP_RULES: dict[type[nn.Module], Any] = {
     Squeeze: _per_input_element,
     ChannelScale: _per_input_element,
     nn.Sigmoid: _per_output_element,
     nn.Hardsigmoid: _per_output_element,
+    SqueezeExcitation: _per_input_element,
 }
 
 
@@ -62,10 +65,15 @@ def count_params(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, *, image_size: int, in_channels: int = 3) -> int:
     """Multiply-adds of one forward pass at batch 1 and ``image_size`` x ``image_size``."""
+    return count_module_flops(model, (in_channels, image_size, image_size))
+
+
+def count_module_flops(module: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass of ``module`` on one input of ``shape`` (no batch)."""
     import thop  # heavy-ish and only needed here
 
-    probe = copy.deepcopy(model).cpu().float().eval()
-    x = torch.zeros(1, in_channels, image_size, image_size)
+    probe = copy.deepcopy(module).cpu().float().eval()
+    x = torch.zeros(1, *shape)
     macs, _ = thop.profile(probe, inputs=(x,), custom_ops=FLOP_RULES, verbose=False)
     return int(macs)
 
@@ -87,46 +95,65 @@ class CostTable:
     """Parameters and FLOPs of any architecture of one backbone, without building it.
 
     SE blocks only add to a backbone (nothing else changes shape), so an architecture's cost
-    is the plain backbone's, counted once with thop, plus a closed-form sum over its blocks.
-    This keeps the search's per-trial overhead at microseconds instead of a model build and
-    a profile; tests check it equals :func:`count_params`/:func:`count_flops` exactly.
+    is the plain backbone's, counted once with thop, plus a closed-form sum over its blocks;
+    at a site that holds the backbone's own SE block, less that block's cost (counted once)
+    when the choice removes or replaces it. This keeps the search's per-trial overhead at
+    microseconds instead of a model build and a profile; tests check it equals
+    :func:`count_params`/:func:`count_flops` exactly.
     """
 
     base_params: int
     base_flops: int
-    shapes: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # site -> (in, out)
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # site -> (in, out) map shapes
+    sites: dict[str, Site]
+    existing: dict[str, tuple[int, int]]  # site -> (params, flops) of the backbone's own block
 
     @classmethod
     def build(cls, model: nn.Module, *, family: BackboneFamily, image_size: int) -> CostTable:
         """Profile the plain ``model`` once and record each site's input and output shape."""
-        shapes: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {}
+        shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         probe = copy.deepcopy(model).to("meta").eval()
+        sites = {site.name: site for site in family.list_sites(probe)}
         handles = []
-        for site in family.list_sites(probe):
+        for name in sites:
 
-            def record(m: nn.Module, args: Any, out: torch.Tensor, name: str = site.name) -> None:
+            def record(m: nn.Module, args: Any, out: torch.Tensor, name: str = name) -> None:
                 shapes[name] = (tuple(args[0].shape[1:]), tuple(out.shape[1:]))
 
-            handles.append(probe.get_submodule(site.name).register_forward_hook(record))
+            handles.append(probe.get_submodule(name).register_forward_hook(record))
         with torch.no_grad():
             probe(torch.empty(1, 3, image_size, image_size, device="meta"))
         for handle in handles:
             handle.remove()
-        return cls(count_params(model), count_flops(model, image_size=image_size), shapes)
+        existing = {
+            name: (
+                count_params(model.get_submodule(name)),
+                count_module_flops(model.get_submodule(name), shapes[name][0]),
+            )
+            for name, site in sites.items()
+            if site.existing
+        }
+        base = count_params(model), count_flops(model, image_size=image_size)
+        return cls(*base, shapes, sites, existing)
 
     def site_costs(self, site: str, choice: SEChoice) -> tuple[int, int]:
-        """``(params, flops)`` that ``choice`` adds at ``site``."""
-        if choice.is_none:
+        """``(params, flops)`` that ``choice`` adds at ``site`` (negative: it removes)."""
+        if choice.variant == "keep":
             return 0, 0
+        params, flops = self.existing.get(site, (0, 0))
+        if not choice.adds_block:
+            return -params, -flops
         seen_in, seen_out = self.shapes[site]
-        channels, height, width = seen_in if VARIANTS[choice.variant].sees == "in" else seen_out
-        return se_costs(channels, height, width, choice.reduction)
+        _, height, width = seen_in if VARIANTS[choice.variant].sees == "in" else seen_out
+        channels = self.sites[site].channels(choice.variant)
+        block_params, block_flops = se_costs(channels, height, width, choice.reduction)
+        return block_params - params, block_flops - flops
 
     def costs(self, arch: Architecture) -> tuple[int, int]:
         """``(params, flops)`` of the backbone with ``arch``'s blocks."""
         params, flops = self.base_params, self.base_flops
-        for site, choice in arch.items():
-            p, f = self.site_costs(site, choice)
+        for site in self.existing.keys() | arch.keys():
+            p, f = self.site_costs(site, arch.choice(site))
             params, flops = params + p, flops + f
         return params, flops
 

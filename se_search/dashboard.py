@@ -47,6 +47,8 @@ VARIANT_COLOURS: dict[str, tuple[int, int, int]] = {
     "pre": (255, 127, 14),
     "post": (44, 160, 44),
     "identity": (148, 103, 189),
+    "inner": (214, 39, 40),
+    "keep": (140, 86, 75),
 }
 CELL, GAP, LABEL_WIDTH = (56, 34), 4, 70
 
@@ -83,7 +85,8 @@ def _background(sites: tuple[str, ...]) -> Any:
     stages = _stages(sites)
     width = LABEL_WIDTH + max(len(m) for m in stages.values()) * (CELL[0] + GAP) + GAP
     legend_top = GAP + len(stages) * (CELL[1] + GAP)
-    image = Image.new("RGB", (max(width, 420), legend_top + 24), "white")
+    legend_width = GAP + sum(28 + 8 * len(name) for name in VARIANT_COLOURS)
+    image = Image.new("RGB", (max(width, legend_width), legend_top + 24), "white")
     draw = ImageDraw.Draw(image)
     for row, stage in enumerate(stages):
         draw.text((GAP, GAP + row * (CELL[1] + GAP) + CELL[1] // 3), stage, fill="black")
@@ -102,7 +105,7 @@ def _cell_image(variant: str, reduction: int | None) -> Any:
 
     cell = Image.new("RGB", (CELL[0] + 1, CELL[1] + 1), VARIANT_COLOURS[variant])
     none = variant == "none"
-    label = "-" if none else f"{VARIANTS[variant].code}{reduction}"
+    label = "-" if none else f"{VARIANTS[variant].code}{reduction or ''}"
     ImageDraw.Draw(cell).text((6, CELL[1] // 3), label, fill="black" if none else "white")
     return cell
 
@@ -113,7 +116,7 @@ def placement_image(arch: Architecture, sites: Sequence[str], path: Path) -> Pat
     image = _background(tuple(sites)).copy()
     for site in sites:
         choice = arch.choice(site)
-        reduction = None if choice.is_none else choice.reduction
+        reduction = choice.reduction if choice.adds_block else None
         image.paste(_cell_image(choice.variant, reduction), cell_box(sites, site)[:2])
     image.save(path, format="PNG", compress_level=1)  # fast; the image is small anyway
     return path

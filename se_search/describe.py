@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchvision.ops import SqueezeExcitation
+
 from se_search.arch import Architecture
+from se_search.blocks import SqueezeExcite
 from se_search.costs import count_flops, count_params, measure_latency
 from se_search.space import SearchSpace
 from se_search.surgery import build_model
 
 __all__ = ["describe"]
+
+SE_BLOCKS = (SqueezeExcite, SqueezeExcitation)  # ours, and torchvision's own
 
 
 def describe(
@@ -26,9 +31,8 @@ def describe(
     sites = []
     for site in space.all_sites:
         choice = arch.choice(site.name)
-        se_params = 0
-        if not choice.is_none:
-            se_params = count_params(model.get_submodule(f"{site.name}.se"))
+        blocks = model.get_submodule(site.name).modules()
+        se_params = sum(count_params(m) for m in blocks if isinstance(m, SE_BLOCKS))
         sites.append(
             {
                 "site": site.name,

@@ -41,13 +41,16 @@ def dashboards_dir() -> Path:
     raise SESearchError("the report templates (dashboards/) are missing; reinstall se-search")
 
 
-def site_heatmap(front: Sequence[dict], sites: Sequence[str]) -> dict[str, Any]:
+def site_heatmap(
+    front: Sequence[dict], sites: Sequence[str], variants: Sequence[str] = tuple(VARIANTS)
+) -> dict[str, Any]:
     """How often each variant sits at each site among front members, and with which ratios.
 
     ``z[i][j]`` is the share of members with variant ``variants[j]`` at ``sites[i]``;
-    ``ratios[i][j]`` their reductions, most common first (empty for ``none``).
+    ``ratios[i][j]`` their reductions, most common first (empty for ``none`` and ``keep``).
+    ``variants`` are the columns: the space's (``choices.variant``), or every variant.
     """
-    variants = list(VARIANTS)
+    variants = list(variants)
     counts = {(s, v): [] for s in sites for v in variants}
     for member in front:
         arch = Architecture(member["architecture"])
@@ -56,7 +59,10 @@ def site_heatmap(front: Sequence[dict], sites: Sequence[str]) -> dict[str, Any]:
             counts[site, choice.variant].append(choice.reduction)
     n = max(len(front), 1)
     z = [[len(counts[s, v]) / n for v in variants] for s in sites]
-    ratios = [[_by_count(counts[s, v]) if v != "none" else [] for v in variants] for s in sites]
+    ratios = [
+        [_by_count(counts[s, v]) if VARIANTS[v].adds_block else [] for v in variants]
+        for s in sites
+    ]
     return {"sites": list(sites), "variants": variants, "z": z, "ratios": ratios}
 
 
@@ -134,7 +140,7 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
 
     backbone = results.space["backbone"]
     sites = [s.name for s in backbone_sites(backbone["model"], backbone["num_classes"])]
-    heat = site_heatmap(front, sites)
+    heat = site_heatmap(front, sites, results.space["choices"]["variant"])
     text = [
         [
             f"{share:.0%}" + (" r" + "/".join(map(str, r)) if r else "") if share else ""

@@ -222,6 +222,22 @@ class SearchSpace(_Section):
     def site_names(self) -> list[str]:
         return [s.name for s in self.selected_sites]
 
+    def variants_at(self, site: Site) -> list[str]:
+        """The space's variants that ``site`` takes, in the order ``choices.variant`` lists."""
+        return [v for v in self.choices.variant if v in site.variants]
+
+    @property
+    def size(self) -> int:
+        """How many architectures the space holds: the product over the selected sites of
+        the choices each takes (a variant that adds a block counts once per ratio, squeeze
+        and gate)."""
+        choices = self.choices
+        per_block = len(choices.reduction) * len(choices.squeeze) * len(choices.gate)
+        size = 1
+        for site in self.selected_sites:
+            size *= sum(per_block if VARIANTS[v].adds_block else 1 for v in self.variants_at(site))
+        return size
+
     @property
     def study_name(self) -> str:
         return self.search.study or self.name
@@ -329,7 +345,12 @@ def load_space(
 
     space._path, space._text = file, text
     space._all_sites = backbone_sites(space.backbone.model, space.backbone.num_classes)
-    problems = _check_sites(space) or _check_reductions(space)
+    problems = (
+        _check_sites(space)
+        or _check_variants(space)
+        or _check_reductions(space)
+        or _check_image_size(space)
+    )
     if problems:
         lines = NodeLines(root)
         raise SpaceError(
@@ -393,12 +414,43 @@ def _check_sites(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
     ]
 
 
+def _check_variants(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
+    """A variant no selected site takes (``pre`` on VGG) is an error; one that only some
+    take (``pre`` on MobileNetV2, whose blocks without a shortcut cannot) is offered there."""
+    sites = space.selected_sites
+    takes = sorted({v for s in sites for v in s.variants}, key=list(VARIANTS).index)
+    return [
+        (
+            ("choices", "variant", i),
+            f"variant {variant!r} fits no selected site of {space.backbone.model} "
+            f"({sites[0].why_not(variant)}); its sites take {', '.join(takes)}: "
+            f"drop {variant!r} from choices.variant",
+        )
+        for i, variant in enumerate(space.choices.variant)
+        if not any(variant in s.variants for s in sites)
+    ]
+
+
+def _check_image_size(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
+    least = space.family.min_image_size
+    if space.data.image_size >= least:
+        return []
+    return [
+        (
+            ("data", "image_size"),
+            f"{space.backbone.model} needs images of at least {least}x{least}; "
+            f"set data.image_size to {least} or more",
+        )
+    ]
+
+
 def _check_reductions(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
     problems = []
-    variants = [v for v in space.choices.variant if VARIANTS[v].sees is not None]
+    variants = [v for v in space.choices.variant if VARIANTS[v].adds_block]
     for i, r in enumerate(space.choices.reduction):
         for variant in variants:
-            narrowest = min(space.selected_sites, key=lambda s: s.channels(variant))
+            taking = [s for s in space.selected_sites if variant in s.variants]
+            narrowest = min(taking, key=lambda s: s.channels(variant))
             channels = narrowest.channels(variant)
             if r > channels:
                 problems.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,12 @@ import torch
 from torch import nn
 
 from se_search.arch import Architecture
-from se_search.backbones import get_backbone
+from se_search.backbones import Site, get_backbone
 from se_search.blocks import SqueezeExcite
 from se_search.errors import ArchitectureError, BackboneError
 from se_search.space import BackboneSpec, SearchSpace
 
-__all__ = ["build_backbone", "build_model", "insert_se"]
+__all__ = ["build_backbone", "build_model", "check_variants", "insert_se"]
 
 
 def build_backbone(spec: BackboneSpec) -> nn.Module:
@@ -42,22 +43,37 @@ def insert_se(model: nn.Module, arch: Architecture, *, backbone: str) -> nn.Modu
     family = get_backbone(backbone)
     sites = {site.name: site for site in family.list_sites(model)}
     arch.check_sites(sites)
+    check_variants(arch, sites.values())
     out = copy.deepcopy(model)
     for name, site in sites.items():
         choice = arch.choice(name)
-        if choice.is_none:
-            continue
-        try:
-            se = SqueezeExcite(
-                site.channels(choice.variant),
-                reduction=choice.reduction,
-                squeeze=choice.squeeze,
-                gate=choice.gate,
-            )
-        except ValueError as err:
-            raise ArchitectureError(f"site {name} ({choice}): {err}") from None
+        if choice.variant == "keep" or (choice.is_none and not site.existing):
+            continue  # the site stays as the backbone has it
+        se = None
+        if choice.adds_block:
+            try:
+                se = SqueezeExcite(
+                    site.channels(choice.variant),
+                    reduction=choice.reduction,
+                    squeeze=choice.squeeze,
+                    gate=choice.gate,
+                    act=site.act,
+                )
+            except ValueError as err:
+                raise ArchitectureError(f"site {name} ({choice}): {err}") from None
         family.apply(out, site, se, choice.variant)
     return out
+
+
+def check_variants(arch: Architecture, sites: Iterable[Site]) -> None:
+    """Raise :class:`ArchitectureError` where ``arch`` puts a variant its site does not take."""
+    problems = [
+        site.refusal(arch.choice(site.name).variant)
+        for site in sites
+        if arch.choice(site.name).variant not in site.variants
+    ]
+    if problems:
+        raise ArchitectureError("; ".join(problems))
 
 
 def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:

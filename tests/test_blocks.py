@@ -60,9 +60,11 @@ def test_steps_are_leaf_modules_for_the_cost_model() -> None:
 
 
 def test_variant_registry_matches_the_paper() -> None:
-    assert list(VARIANTS) == ["none", "standard", "pre", "post", "identity"]
+    paper = ["none", "standard", "pre", "post", "identity"]
+    assert list(VARIANTS) == [*paper, "inner", "keep"]
     assert VARIANTS["pre"].sees == "in"
-    assert {VARIANTS[v].sees for v in ("standard", "post", "identity")} == {"out"}
+    assert {VARIANTS[v].sees for v in ("standard", "post", "identity", "inner")} == {"out"}
+    assert [v for v in VARIANTS if not VARIANTS[v].adds_block] == ["none", "keep"]
     # Table 14: every integration variant beats no SE; identity is the paper's best.
-    errs = {name: v.paper_top1_err for name, v in VARIANTS.items()}
+    errs = {name: VARIANTS[name].paper_top1_err for name in paper}
     assert min(errs, key=errs.get) == "identity" and max(errs, key=errs.get) == "none"

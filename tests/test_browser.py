@@ -88,5 +88,5 @@ def test_report_renders_offline_with_no_console_errors(
     ]
     heat = next(p for p in plots if p["data"][0]["type"] == "heatmap")["data"][0]
     front = ResultsStore(searched.storage).front("e2e")
-    expected = site_heatmap(front, [s.name for s in searched.all_sites])
+    expected = site_heatmap(front, [s.name for s in searched.all_sites], searched.choices.variant)
     assert heat["z"] == expected["z"] and heat["y"] == expected["sites"]

@@ -42,6 +42,29 @@ def test_site_globs_select_in_forward_order(write_space: WriteSpace) -> None:
     assert len(space.all_sites) == 16
 
 
+def test_size_counts_each_sites_choices(write_space: WriteSpace) -> None:
+    text = (
+        "backbone: {model: resnet18}\nchoices: {variant: [none, standard, pre], reduction: %s}\n"
+    )
+    assert load_space(write_space(text % "[4, 8]")).size == (1 + 2 * 2) ** 8
+    one = load_space(
+        write_space(text % "[4, 8]"),
+        {"sites": ["layer1.0"], "choices.gate": ["sigmoid", "hardsigmoid"]},
+    )
+    assert one.size == 1 + 2 * 2 * 2  # none, or two variants x two ratios x two gates
+
+
+def test_a_variant_no_site_takes_is_refused_with_the_sites_choices(
+    write_space: WriteSpace,
+) -> None:
+    path = write_space("backbone: {model: resnet18}\nchoices: {variant: [none, keep]}\n")
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert "choices.variant[1]" in message and "variant 'keep' fits no selected site" in message
+    assert "its sites take none, standard, pre, post, identity" in message
+
+
 def test_overrides_apply_and_change_the_hash(small_space_file: Path) -> None:
     path = small_space_file
     space = load_space(path, ["search.trials=4", "choices.reduction=[8]", "data.root=/x"])

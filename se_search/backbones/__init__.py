@@ -1,7 +1,8 @@
 """Backbone families: one adapter per family lists its SE sites and applies choices to them.
 
 A registry maps every model name (``resnet50``) to its family's adapter; adding a family is
-one module that calls :func:`register_backbone`, never an if/elif chain elsewhere.
+one module in this package that calls :func:`register_backbone` (every module here is
+imported), never an if/elif chain elsewhere.
 """
 
 from __future__ import annotations
@@ -41,5 +42,14 @@ def get_backbone(name: str) -> BackboneFamily:
         ) from None
 
 
-# Families register themselves on import.
-from se_search.backbones import resnet as _resnet  # noqa: E402, F401
+def _register_families() -> None:
+    """Import every module of this package: each family registers itself on import."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_families()

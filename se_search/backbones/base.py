@@ -2,29 +2,93 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
-from se_search.blocks import VARIANTS, SqueezeExcite
+from se_search.blocks import SqueezeExcite
 
-__all__ = ["BackboneFamily", "Site", "replace_submodule"]
+__all__ = [
+    "PLAIN",
+    "RESIDUAL",
+    "BackboneFamily",
+    "Site",
+    "append_se",
+    "replace_submodule",
+]
+
+#: The variants of a residual block, by the side of the block whose channels each one sees.
+RESIDUAL = {"standard": "out", "pre": "in", "post": "out", "identity": "out"}
+#: A site without a shortcut (a VGG conv, an Inception module): the block on its output.
+PLAIN = {"standard": "out"}
 
 
 @dataclass(frozen=True)
 class Site:
-    """A place in a backbone where an SE block can go, by dotted module name."""
+    """A place in a backbone where an SE block can go, by dotted module name.
+
+    ``widths`` maps each variant the site takes to the channels its SE block would
+    recalibrate there; ``none`` is always possible and not listed. ``existing`` marks a
+    site that holds the backbone's own SE block (``keep`` leaves it, ``none`` removes it,
+    other variants replace it); ``act`` is the hidden activation a new block there uses.
+    """
 
     name: str
     in_channels: int
     out_channels: int
     block_type: str
-    residual: bool = True
+    widths: Mapping[str, int] = field(default_factory=dict)
+    existing: bool = False
+    act: str = "relu"
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        block_type: str,
+        in_channels: int,
+        out_channels: int,
+        sides: Mapping[str, str | int],
+        **kwargs: object,
+    ) -> Site:
+        """A site whose variants see ``in``/``out`` channels, or a width given outright."""
+        sizes = {"in": in_channels, "out": out_channels}
+        widths = {v: sizes[w] if isinstance(w, str) else w for v, w in sides.items()}
+        return cls(name, in_channels, out_channels, block_type, widths, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every variant the site takes, ``none`` first."""
+        return ("none", *self.widths)
 
     def channels(self, variant: str) -> int:
         """Channels the SE block of ``variant`` recalibrates at this site."""
-        return self.in_channels if VARIANTS[variant].sees == "in" else self.out_channels
+        try:
+            return self.widths[variant]
+        except KeyError:
+            raise ValueError(self.refusal(variant)) from None
+
+    def why_not(self, variant: str) -> str:
+        """Why a variant the site does not take cannot go here, if there is more to say."""
+        if variant in RESIDUAL:
+            return "it needs a residual block, and this one has no shortcut"
+        if variant == "keep":
+            return "there is no SE block of the backbone's own here"
+        return "this kind of block has no such place"
+
+    def refusal(self, variant: str) -> str:
+        """The error for ``variant`` at this site: why, and what it takes."""
+        return (
+            f"site {self.name} ({self.block_type}) does not take variant {variant!r} "
+            f"({self.why_not(variant)}); use one of {', '.join(self.variants)}"
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.block_type, tuple(self.widths.items())))
 
 
 def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -34,11 +98,49 @@ def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+class _AppendSE:
+    """Mixed into a module's own class: its forward, then the SE block ``se`` on the output."""
+
+    se: nn.Module
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        return self.se(super().forward(*args, **kwargs))  # type: ignore[misc]
+
+
+@functools.cache
+def _with_se(cls: type[nn.Module]) -> type[nn.Module]:
+    """The subclass of ``cls`` that appends an SE block; kept in this module under a unique
+    name, so that models holding one pickle (within processes that built such a model)."""
+    name = f"{cls.__module__}.{cls.__qualname__}".replace(".", "_") + "_WithSE"
+    subclass = type(name, (_AppendSE, cls), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = subclass
+    return subclass
+
+
+def append_se(module: nn.Module, se: SqueezeExcite) -> nn.Module:
+    """``module`` followed by ``se``, as one module that keeps every name of the original.
+
+    An ``nn.Sequential`` simply gets ``se`` as its last child. Any other module (already a
+    copy: surgery never touches its input) becomes an instance of a subclass of its own
+    class whose forward applies ``se`` to the original output, so its parameter names,
+    plain attributes and helper methods are all unchanged and the SE block's parameters
+    appear under ``se.``. That suits leaves and modules whose forward calls its children by
+    name (an Inception module); one that iterates over its children (DenseNet's
+    ``_DenseBlock``) would run ``se`` as one of them, and needs a wrapper of its own.
+    """
+    if not isinstance(module, nn.Sequential):
+        module.__class__ = _with_se(type(module))
+    module.add_module("se", se)
+    return module
+
+
 class BackboneFamily(ABC):
     """An adapter for one family of backbones (ResNet, VGG, ...)."""
 
     family: str
     models: tuple[str, ...]
+    #: The smallest input side the family's models take (Inception-v3: 75).
+    min_image_size: int = 1
 
     @abstractmethod
     def build(self, name: str, *, num_classes: int) -> nn.Module:
@@ -49,8 +151,9 @@ class BackboneFamily(ABC):
         """Every site of ``model``, in forward order."""
 
     @abstractmethod
-    def wrap(self, block: nn.Module, se: SqueezeExcite, variant: str) -> nn.Module:
-        """``block`` with ``se`` placed by ``variant``; keeps the block's parameter names."""
+    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
+        """``block`` (the module at a site) with ``se`` placed by ``variant``; keeps the
+        block's parameter names. ``se`` is None only for ``none`` at an ``existing`` site."""
 
     def last_norm(self, block: nn.Module) -> nn.Module | None:
         """The norm layer that ends a site's residual branch (None where there is none).
@@ -60,10 +163,10 @@ class BackboneFamily(ABC):
         """
         return None
 
-    def apply(self, model: nn.Module, site: Site, se: SqueezeExcite, variant: str) -> None:
+    def apply(self, model: nn.Module, site: Site, se: SqueezeExcite | None, variant: str) -> None:
         """Place ``se`` at ``site`` of ``model`` by ``variant``, in place."""
         block = model.get_submodule(site.name)
         ref = next(block.parameters(), None)
-        if ref is not None:
+        if ref is not None and se is not None:
             se = se.to(device=ref.device, dtype=ref.dtype)
         replace_submodule(model, site.name, self.wrap(block, se, variant))

@@ -13,7 +13,7 @@ from torchvision.models import get_model
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import BackboneFamily, Site
+from se_search.backbones.base import RESIDUAL, BackboneFamily, Site
 from se_search.blocks import ResidualParts, ResidualSE, SqueezeExcite
 
 
@@ -67,11 +67,12 @@ class ResNetFamily(BackboneFamily):
             if known is not None:
                 last_bn = getattr(module, known[1])
                 sites.append(
-                    Site(
-                        name=name,
-                        in_channels=module.conv1.in_channels,
-                        out_channels=last_bn.num_features,
-                        block_type=type(module).__name__,
+                    Site.of(
+                        name,
+                        type(module).__name__,
+                        module.conv1.in_channels,
+                        last_bn.num_features,
+                        RESIDUAL,
                     )
                 )
         return sites
@@ -81,7 +82,8 @@ class ResNetFamily(BackboneFamily):
         names = {cls.__name__: bn for cls, (_, bn) in _PARTS.items()}
         return getattr(block, names[kind]) if kind in names else None
 
-    def wrap(self, block: nn.Module, se: SqueezeExcite, variant: str) -> nn.Module:
+    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
+        assert se is not None  # ResNets hold no SE block of their own
         parts, _ = _PARTS[type(block)]
         return ResidualSE(block, se, variant=variant, parts=parts)
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from se_search import __version__
 from se_search.arch import Architecture, SEChoice
+from se_search.backbones import Site
 from se_search.dashboard import (
     artifact_store,
     front_note,
@@ -119,22 +120,27 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     return SAMPLERS[space.search.sampler](space.search.seed)
 
 
-def _param_axes(space: SearchSpace) -> dict[str, list[Any]]:
-    """Choice axes sampled per site; an axis with one option is not a parameter."""
-    axes = {"variant": space.choices.variant, "reduction": space.choices.reduction}
-    axes |= {k: v for k, v in (("squeeze", space.choices.squeeze), ("gate", space.choices.gate))}
+def _param_axes(space: SearchSpace, site: Site) -> dict[str, list[Any]]:
+    """Choice axes sampled at ``site``: its variants, and the ratio, squeeze and gate (an
+    axis with one option is not a parameter, but variant and reduction always are)."""
+    axes = {
+        "variant": space.variants_at(site),
+        "reduction": space.choices.reduction,
+        "squeeze": space.choices.squeeze,
+        "gate": space.choices.gate,
+    }
     return {k: list(v) for k, v in axes.items() if k in ("variant", "reduction") or len(v) > 1}
 
 
 def sample_architecture(trial: BaseTrial, space: SearchSpace) -> Architecture:
     """One choice per site from Optuna: a categorical parameter per site and axis."""
-    axes = _param_axes(space)
     choices = {}
-    for site in space.site_names:
+    for site in space.selected_sites:
         picked = {
-            axis: trial.suggest_categorical(f"{site}.{axis}", opts) for axis, opts in axes.items()
+            axis: trial.suggest_categorical(f"{site.name}.{axis}", opts)
+            for axis, opts in _param_axes(space, site).items()
         }
-        choices[site] = SEChoice(
+        choices[site.name] = SEChoice(
             picked["variant"],
             picked["reduction"],
             picked.get("squeeze", space.choices.squeeze[0]),
@@ -145,10 +151,10 @@ def sample_architecture(trial: BaseTrial, space: SearchSpace) -> Architecture:
 
 def architecture_params(arch: Architecture, space: SearchSpace) -> dict[str, Any] | None:
     """The Optuna parameters that sample ``arch``, or None if ``arch`` is outside the space."""
-    axes = _param_axes(space)
     params: dict[str, Any] = {}
-    for site in space.site_names:
-        choice = arch.choice(site)
+    for site in space.selected_sites:
+        axes = _param_axes(space, site)
+        choice = arch.choice(site.name)
         values = {
             "variant": choice.variant,
             "reduction": choice.reduction or axes["reduction"][0],
@@ -158,7 +164,7 @@ def architecture_params(arch: Architecture, space: SearchSpace) -> dict[str, Any
         for axis, options in axes.items():
             if values[axis] not in options:
                 return None
-            params[f"{site}.{axis}"] = values[axis]
+            params[f"{site.name}.{axis}"] = values[axis]
     return params
 
 
@@ -273,7 +279,7 @@ class StudyRecorder:
         if not self.space.search.seed_paper or self.study.get_trials(deepcopy=False):
             return []
         queued = []
-        for preset in ("none", "standard:16"):
+        for preset in ("none", "keep", "standard:16"):  # keep: a backbone's own SE blocks
             arch = Architecture.uniform(self.space.site_names, preset)
             params = architecture_params(arch, self.space)
             if params is not None:

@@ -168,5 +168,5 @@ def test_wrapping_keeps_parameter_names_and_refuses_none() -> None:
     new = set(wrapped.state_dict())
     assert keys < new and {k for k in new - keys if not k.startswith("se.")} == set()
     assert wrapped.stride == block.stride
-    with pytest.raises(ValueError, match="no SE block"):
+    with pytest.raises(ValueError, match="not one of a residual block"):
         RESNET.wrap(block, SqueezeExcite(256), "none")

@@ -25,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from se_search.backbones import BackboneFamily, Site, get_backbone
@@ -74,18 +75,40 @@ class _Section(BaseModel):
 
 
 class BackboneSpec(_Section):
+    """The backbone: a torchvision model name, or with ``source: timm`` one of timm's (kept
+    as ``timm/NAME`` in ``model``, which is also how it may be written)."""
+
     model: str
+    source: Literal["torchvision", "timm"] = "torchvision"
     num_classes: PositiveInt = 10
     weights: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prefix_timm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") == "timm":
+            model = data.get("model")
+            if isinstance(model, str) and not model.startswith("timm/"):
+                data = {**data, "model": f"timm/{model}"}
+        return data
 
     @field_validator("model")
     @classmethod
     def _known(cls, value: str) -> str:
         try:
-            get_backbone(value)
+            get_backbone(value).check_available(value)
         except BackboneError as err:
             raise ValueError(str(err)) from None
         return value
+
+    @model_validator(mode="after")
+    def _source_matches(self) -> BackboneSpec:
+        if self.model.startswith("timm/") != (self.source == "timm"):
+            raise ValueError(
+                f"model {self.model!r} is one of timm's: write source: timm and the model's "
+                "name without timm/, or give a torchvision model"
+            )
+        return self
 
 
 VariantName = Annotated[str, _registered(VARIANTS, "variant")]

@@ -142,6 +142,10 @@ class BackboneFamily(ABC):
     #: The smallest input side the family's models take (Inception-v3: 75).
     min_image_size: int = 1
 
+    def check_available(self, name: str) -> None:
+        """Raise :class:`~se_search.errors.BackboneError` if ``name`` cannot be built here
+        (an optional dependency missing); called when a space is loaded."""
+
     @abstractmethod
     def build(self, name: str, *, num_classes: int) -> nn.Module:
         """A fresh, randomly initialised model (weights are loaded by the caller)."""

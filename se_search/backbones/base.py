@@ -145,6 +145,7 @@ class BackboneFamily(ABC):
     def check_available(self, name: str) -> None:
         """Raise :class:`~se_search.errors.BackboneError` if ``name`` cannot be built here
         (an optional dependency missing); called when a space is loaded."""
+        return None  # torchvision's models are always there
 
     @abstractmethod
     def build(self, name: str, *, num_classes: int) -> nn.Module:

@@ -86,8 +86,10 @@ def inspect(
 
 
 def _print_description(info: dict[str, Any]) -> None:
+    from se_search.blocks import VARIANTS
+
     table = Table(title=f"{info['space']}: {info['backbone']}, {info['summary']}")
-    for column in ("site", "block", "in", "out", "choice", "SE params"):
+    for column in ("site", "block", "in", "out", "takes", "choice", "SE params"):
         table.add_column(
             column, justify="right" if column in {"in", "out", "SE params"} else "left"
         )
@@ -98,10 +100,15 @@ def _print_description(info: dict[str, Any]) -> None:
             s["block"],
             str(s["in_channels"]),
             str(s["out_channels"]),
+            " ".join(VARIANTS[v].code for v in s["variants"]),
             choice,
             f"{s['se_params']:,}",
         )
     console.print(table)
+    console.print(
+        "takes: the variants a site can have: "
+        + ", ".join(f"{v.code} {name}" for name, v in VARIANTS.items())
+    )
     console.print(f"arch hash   {info['arch_hash']}")
     console.print(f"params      {info['params']:,} ({info['params'] / 1e6:.3f} M)")
     console.print(

@@ -39,6 +39,7 @@ def describe(
                 "block": site.block_type,
                 "in_channels": site.in_channels,
                 "out_channels": site.out_channels,
+                "variants": list(site.variants),
                 "searched": site.name in space.site_names,
                 "choice": str(choice),
                 "se_params": se_params,

@@ -157,3 +157,61 @@ def test_cost_table_equals_profiling_the_built_model(model: str, image_size: int
     for arch in archs:
         net = insert_se(base, arch, backbone=model)
         assert table.costs(arch) == (count_params(net), count_flops(net, image_size=image_size))
+
+
+# Deeper SE-ResNets and SE-ResNeXt at r=16: blocks per stage, and the totals of the models the
+# paper's authors released (SE-ResNet-101/152, SE-ResNeXt-50 32x4d, with 1000 classes; as
+# ported to timm as legacy_seresnet101/152 and legacy_seresnext50_32x4d).
+STAGE_WIDTHS = (256, 512, 1024, 2048)
+DEEPER = {
+    "resnet101": ((3, 4, 23, 3), 44_549_160, 49_326_872),
+    "resnet152": ((3, 8, 36, 3), 60_192_808, 66_821_848),
+    "resnext50_32x4d": ((3, 4, 6, 3), 25_028_904, 27_559_896),
+}
+
+
+def _added_by_se(blocks: tuple[int, ...], r: int = 16, stages: int = 4) -> int:
+    """Parameters SE adds at every block of the first ``stages`` stages: 2·C·(C/r) + C/r + C."""
+    pairs = list(zip(blocks, STAGE_WIDTHS))[:stages]
+    return sum(n * (2 * c * (c // r) + c // r + c) for n, c in pairs)
+
+
+@pytest.mark.parametrize("model", DEEPER)
+def test_deeper_se_resnets_and_se_resnext_add_what_the_widths_imply(model: str) -> None:
+    blocks, plain, released = DEEPER[model]
+    family = get_backbone(model)
+    with torch.device("meta"):  # parameter counts need no data
+        base = get_model(model, num_classes=1000)
+    sites = [s.name for s in family.list_sites(base)]
+    assert len(sites) == sum(blocks)
+    se = insert_se(base, Architecture.uniform(sites, "standard:16"), backbone=model)
+    assert count_params(base) == plain
+    assert count_params(se) == plain + _added_by_se(blocks) == released
+
+
+def test_released_se_models_in_timm_have_the_same_counts() -> None:
+    timm = pytest.importorskip("timm")
+    names = {
+        "resnet101": "legacy_seresnet101",
+        "resnet152": "legacy_seresnet152",
+        "resnext50_32x4d": "legacy_seresnext50_32x4d",
+    }
+    for model, (_, _, released) in DEEPER.items():
+        with torch.device("meta"):
+            assert count_params(timm.create_model(names[model], pretrained=False)) == released
+
+
+def test_se_resnet50_without_its_last_stage_adds_about_4_instead_of_10_percent(
+    resnet50: torch.nn.Module, sites: list[str]
+) -> None:
+    """Paper, section 6: SE in the last stage holds most of the added parameters; dropping it
+    there costs ~0.1% top-1 and cuts the relative parameter increase from ~10% to ~4%."""
+    blocks = (3, 4, 6, 3)
+    everywhere = _with(resnet50, sites, "standard:16")
+    arch = Architecture({s: "standard:16" for s in sites if not s.startswith("layer4")})
+    without_last = insert_se(resnet50, arch, backbone="resnet50")
+    full = count_params(everywhere) - RESNET50_PARAMS
+    partial = count_params(without_last) - RESNET50_PARAMS
+    assert full == _added_by_se(blocks) and partial == _added_by_se(blocks, stages=3)
+    assert round(full / RESNET50_PARAMS, 3) == 0.099  # ~10%
+    assert round(partial / RESNET50_PARAMS, 3) == 0.037  # ~4%

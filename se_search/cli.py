@@ -413,8 +413,13 @@ def spaces() -> None:
     for column in ("name", "backbone", "sites", "variants", "reductions", "architectures"):
         numeric = column in {"sites", "architectures"}
         table.add_column(column, justify="right" if numeric else "left")
+    unavailable = []
     for name in bundled_spaces():
-        s = load_space(name)
+        try:
+            s = load_space(name)
+        except SESearchError as err:  # e.g. a timm backbone without timm installed
+            unavailable.append(f"{name}: unavailable: {str(err).split(': ', 2)[-1]}")
+            continue
         table.add_row(
             name,
             s.backbone.model,
@@ -424,6 +429,8 @@ def spaces() -> None:
             f"{s.size:,}" if s.size < 10**6 else f"{s.size:.2e}",
         )
     console.print(table)
+    for line in unavailable:
+        typer.echo(line)
 
 
 if __name__ == "__main__":

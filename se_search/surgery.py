@@ -136,6 +136,11 @@ def _read_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
                 "save it with torch.save(model.state_dict(), path)"
             )
         return dict(obj)
+    if spec.source == "timm":
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r}: no such file; for a timm model give the path "
+            "of a state_dict saved from timm.create_model(..., pretrained=True)"
+        )
     if "/" in spec.weights or path.suffix in {".pt", ".pth", ".ckpt", ".bin"}:
         raise BackboneError(
             f"backbone.weights {spec.weights!r}: no such file; check the path, "

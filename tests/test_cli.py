@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from se_search.arch import Architecture
@@ -90,6 +91,15 @@ def test_spaces_lists_bundled_spaces() -> None:
     result = runner.invoke(app, ["spaces"])
     assert result.exit_code == 0
     assert "resnet50" in result.stdout and "resnet18" in result.stdout
+    assert "1.43e+21" in result.stdout  # ResNet-50's 16 sites x (1 + 4 variants x 5 ratios)
+
+
+def test_spaces_marks_a_space_whose_backbone_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
+    result = runner.invoke(app, ["spaces"])
+    assert result.exit_code == 0 and "resnet50" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("timm_inception_v4"))
+    assert "unavailable" in line and "se-search[timm]" in line
 
 
 def test_console_script_in_a_real_process(write_space) -> None:

@@ -211,7 +211,8 @@ def front_note(front: Sequence[dict], objectives: dict[str, str], study: str, st
         )
     lines += [
         "",
-        "placement: a token per site, S standard P pre O post I identity + ratio, - none, "
+        "placement: a token per site, S standard P pre O post I identity M inner + ratio, "
+        "K the backbone's own block, - none, "
         "| between stages. Export a member with",
         "",
         f"    se-search export --study {study} --storage {storage} --trial N -o model.pt",

@@ -33,7 +33,10 @@ COLUMNS = (
     "latency ms",
     "placement",
 )
-LEGEND = "placement: one site each, S standard P pre O post I identity + ratio, - none, | stage"
+LEGEND = (
+    "placement: one site each, S standard P pre O post I identity M inner + ratio, "
+    "K kept, - none, | stage"
+)
 
 
 def front_table(rows: list[dict], *, title: str) -> Table:

@@ -106,15 +106,21 @@ class _AppendSE:
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         return self.se(super().forward(*args, **kwargs))  # type: ignore[misc]
 
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        # Pickled by the original class, so a process that never built one can load it.
+        base = next(c for c in type(self).__mro__[1:] if c is not _AppendSE)
+        return _unpickle_with_se, (base,), self.__dict__
+
+
+def _unpickle_with_se(base: type[nn.Module]) -> nn.Module:
+    cls = _with_se(base)
+    return cls.__new__(cls)
+
 
 @functools.cache
 def _with_se(cls: type[nn.Module]) -> type[nn.Module]:
-    """The subclass of ``cls`` that appends an SE block; kept in this module under a unique
-    name, so that models holding one pickle (within processes that built such a model)."""
-    name = f"{cls.__module__}.{cls.__qualname__}".replace(".", "_") + "_WithSE"
-    subclass = type(name, (_AppendSE, cls), {"__module__": __name__, "__qualname__": name})
-    globals()[name] = subclass
-    return subclass
+    """The subclass of ``cls`` that appends an SE block (one per class)."""
+    return type(f"{cls.__name__}WithSE", (_AppendSE, cls), {"__module__": cls.__module__})
 
 
 def append_se(module: nn.Module, se: SqueezeExcite) -> nn.Module:

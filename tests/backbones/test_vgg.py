@@ -5,6 +5,9 @@ from __future__ import annotations
 import pickle
 import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +188,21 @@ def test_wrapped_relu_pickles(vgg11: nn.Module) -> None:
     x = torch.randn(1, 128, 8, 8)
     with torch.no_grad():
         assert torch.equal(copy(x.clone()), relu(x.clone()))
+
+
+def test_a_saved_model_loads_in_a_process_that_never_built_one(
+    vgg11: nn.Module, tmp_path: Path
+) -> None:
+    net = insert_se(vgg11, Architecture({"features.4": "standard:4"}), backbone="vgg11").eval()
+    x = torch.randn(1, 3, 32, 32)
+    torch.save({"model": net, "x": x, "y": net(x)}, tmp_path / "whole.pt")
+    check = (
+        "import sys, torch; d = torch.load(sys.argv[1], weights_only=False); "
+        "assert type(d['model'].features[4]).__name__ == 'ReLUWithSE'; "
+        "assert torch.equal(d['model'].eval()(d['x']), d['y'])"
+    )
+    done = subprocess.run([sys.executable, "-c", check, str(tmp_path / "whole.pt")])
+    assert done.returncode == 0
 
 
 @pytest.mark.parametrize("variant", ["pre:4", "post:4", "identity:4", "inner:4", "keep"])

@@ -16,6 +16,7 @@ __all__ = [
     "PLAIN",
     "RESIDUAL",
     "BackboneFamily",
+    "ExistingSEFamily",
     "Site",
     "append_se",
     "replace_submodule",
@@ -44,6 +45,7 @@ class Site:
     widths: Mapping[str, int] = field(default_factory=dict)
     existing: bool = False
     act: str = "relu"
+    note: str = ""  # the family's own word on why a variant cannot go here
 
     @classmethod
     def of(
@@ -74,6 +76,8 @@ class Site:
 
     def why_not(self, variant: str) -> str:
         """Why a variant the site does not take cannot go here, if there is more to say."""
+        if self.note:
+            return self.note
         if variant in RESIDUAL:
             return "it needs a residual block, and this one has no shortcut"
         if variant == "keep":
@@ -181,3 +185,60 @@ class BackboneFamily(ABC):
         if ref is not None and se is not None:
             se = se.to(device=ref.device, dtype=ref.dtype)
         replace_submodule(model, site.name, self.wrap(block, se, variant))
+
+
+class ExistingSEFamily(BackboneFamily):
+    """A family whose sites are the SE blocks the backbone already has (MobileNetV3,
+    EfficientNet, RegNetY, SENet-154): each is kept (``keep``), removed (``none``: an
+    ``nn.Identity`` in its place) or replaced at the same place (``standard:r``)."""
+
+    #: Where the blocks sit, for the refusal of any other variant.
+    where: str = "inside its block"
+
+    @abstractmethod
+    def se_classes(self) -> tuple[type[nn.Module], ...]:
+        """The module classes of the backbone's own SE blocks."""
+
+    def hidden_act(self, block: nn.Module) -> str:
+        """The hidden activation of ``block``, which a replacement keeps."""
+        act = getattr(block, "activation", None) or getattr(block, "act", None)
+        act = act or getattr(block, "relu", None)
+        return "silu" if isinstance(act, nn.SiLU) else "relu"
+
+    def list_sites(self, model: nn.Module) -> list[Site]:
+        classes = self.se_classes()
+        note = (
+            f"the site is the backbone's own SE block, {self.where}: it can be kept, "
+            "removed (none) or replaced at the same place (standard)"
+        )
+        return [
+            Site.of(
+                name,
+                type(module).__name__,
+                module.fc1.in_channels,
+                module.fc1.in_channels,
+                {"keep": module.fc1.in_channels, "standard": module.fc1.in_channels},
+                existing=True,
+                act=self.hidden_act(module),
+                note=note,
+            )
+            for name, module in model.named_modules()
+            if isinstance(module, classes)
+        ]
+
+    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
+        if variant == "keep":
+            return block
+        if not isinstance(block, self.se_classes()):
+            names = "/".join(c.__name__ for c in self.se_classes())
+            raise ValueError(
+                f"{self.family} sites are {names} modules, got {type(block).__name__}"
+            )
+        if variant == "none":
+            return nn.Identity()
+        if variant == "standard" and se is not None:
+            return se
+        raise ValueError(
+            f"variant {variant!r} is not one of a {self.family} SE site's: use keep, none "
+            "or standard (with a block)"
+        )

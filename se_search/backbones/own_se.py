@@ -83,65 +83,21 @@ from torchvision.models.regnet import BlockParams
 from torchvision.ops import SqueezeExcitation
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import BackboneFamily, Site
-from se_search.blocks import SqueezeExcite
+from se_search.backbones.base import ExistingSEFamily
 
-__all__ = ["EfficientNetFamily", "MobileNetV3Family", "OwnSESite", "RegNetYFamily"]
-
-#: The hidden activations torchvision's blocks use, by the name SqueezeExcite knows them by.
-_ACTS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.SiLU: "silu"}
+__all__ = ["EfficientNetFamily", "MobileNetV3Family", "RegNetYFamily"]
 
 
-class OwnSESite(Site):
-    """A site that is a backbone's own SE block: it takes ``keep``, ``none``, ``standard``."""
-
-    def why_not(self, variant: str) -> str:
-        return (
-            "the site is the backbone's own SE block, after the depthwise/grouped conv: "
-            "it can be kept, removed (none) or replaced at the same place (standard)"
-        )
-
-
-class OwnSEFamily(BackboneFamily):
+class OwnSEFamily(ExistingSEFamily):
     """A family whose sites are its own ``torchvision.ops.SqueezeExcitation`` modules."""
+
+    where = "after the depthwise/grouped conv"
 
     def build(self, name: str, *, num_classes: int) -> nn.Module:
         return get_model(name, weights=None, num_classes=num_classes)
 
-    def list_sites(self, model: nn.Module) -> list[Site]:
-        sites: list[Site] = []
-        for name, module in model.named_modules():
-            if isinstance(module, SqueezeExcitation):
-                channels = module.fc1.in_channels
-                sites.append(
-                    OwnSESite.of(
-                        name,
-                        "SqueezeExcitation",
-                        channels,
-                        channels,
-                        {"keep": channels, "standard": channels},
-                        existing=True,
-                        act=_ACTS.get(type(module.activation), "relu"),
-                    )
-                )
-        return sites
-
-    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if variant == "keep":
-            return block
-        if not isinstance(block, SqueezeExcitation):
-            raise ValueError(
-                f"{self.family} sites are torchvision SqueezeExcitation modules, "
-                f"got {type(block).__name__}"
-            )
-        if variant == "none":
-            return nn.Identity()
-        if variant == "standard" and se is not None:
-            return se
-        raise ValueError(
-            f"variant {variant!r} is not one of a {self.family} SE site's: use keep, none "
-            "or standard (with a block)"
-        )
+    def se_classes(self) -> tuple[type[nn.Module], ...]:
+        return (SqueezeExcitation,)
 
 
 class MobileNetV3Family(OwnSEFamily):

@@ -76,13 +76,19 @@ from __future__ import annotations
 import functools
 import importlib
 from types import ModuleType
-from typing import Any
 
 import torch
 from torch import nn
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import PLAIN, RESIDUAL, BackboneFamily, Site, append_se
+from se_search.backbones.base import (
+    PLAIN,
+    RESIDUAL,
+    BackboneFamily,
+    ExistingSEFamily,
+    Site,
+    append_se,
+)
 from se_search.blocks import ResidualParts, ResidualSE, SqueezeExcite
 from se_search.errors import BackboneError
 
@@ -91,7 +97,6 @@ __all__ = [
     "InceptionResNetV2Family",
     "InceptionV4Family",
     "SENet154Family",
-    "TimmSESite",
 ]
 
 #: How to install timm, named in every refusal.
@@ -265,16 +270,6 @@ class InceptionV4Family(_TimmFamily):
 # --------------------------------------------------------------------------------- SENet-154
 
 
-class TimmSESite(Site):
-    """A site that is one of SENet-154's own SE blocks: keep, none or standard."""
-
-    def why_not(self, variant: str) -> str:
-        return (
-            "the site is SENet-154's own SE block, inside the bottleneck after its last BN: "
-            "it can be kept, removed (none) or replaced at the same place (standard)"
-        )
-
-
 @functools.cache
 def _se_classes() -> tuple[type[nn.Module], ...]:
     from timm.layers.squeeze_excite import SEModule
@@ -283,50 +278,16 @@ def _se_classes() -> tuple[type[nn.Module], ...]:
     return (LegacySEModule, SEModule)
 
 
-def _act_name(se: nn.Module) -> str:
-    act: Any = getattr(se, "relu", None) or getattr(se, "act", None)
-    return "silu" if isinstance(act, nn.SiLU) else "relu"
-
-
-class SENet154Family(_TimmFamily):
+class SENet154Family(_TimmFamily, ExistingSEFamily):
     """SENet-154's own SE blocks as existing sites (both of timm's versions)."""
 
     family = "timm_senet"
     models = ("timm/legacy_senet154", "timm/senet154")
     min_image_size = 3
+    where = "inside the bottleneck after its last BN"
 
-    def list_sites(self, model: nn.Module) -> list[Site]:
-        classes = _se_classes()
-        sites: list[Site] = []
-        for name, module in model.named_modules():
-            if isinstance(module, classes):
-                channels = module.fc1.in_channels
-                sites.append(
-                    TimmSESite.of(
-                        name,
-                        "SEModule",
-                        channels,
-                        channels,
-                        {"keep": channels, "standard": channels},
-                        existing=True,
-                        act=_act_name(module),
-                    )
-                )
-        return sites
-
-    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if variant == "keep":
-            return block
-        if not isinstance(block, _se_classes()):
-            raise ValueError(f"SENet-154 sites are timm SEModules, got {type(block).__name__}")
-        if variant == "none":
-            return nn.Identity()
-        if variant == "standard" and se is not None:
-            return se
-        raise ValueError(
-            f"variant {variant!r} is not one of a SENet-154 SE site's: use keep, none or "
-            "standard (with a block)"
-        )
+    def se_classes(self) -> tuple[type[nn.Module], ...]:
+        return _se_classes()
 
 
 register_backbone(InceptionResNetV2Family())

@@ -567,7 +567,7 @@ def test_senet_standard_16_has_timms_names_and_shapes_and_computes_keep(senet: A
 
 def test_senet_wrap_refuses_what_is_not_its_se_block() -> None:
     pytest.importorskip("timm")
-    with pytest.raises(ValueError, match="timm SEModules"):
+    with pytest.raises(ValueError, match="sites are SEModule"):
         SENET.wrap(nn.Conv2d(4, 4, 1), None, "none")
     block = _tiny_legacy_senet()[3].se_module
     assert SENET.wrap(block, None, "keep") is block

@@ -17,6 +17,7 @@ __all__ = [
     "RESIDUAL",
     "BackboneFamily",
     "ExistingSEFamily",
+    "PlainFamily",
     "Site",
     "append_se",
     "replace_submodule",
@@ -185,6 +186,22 @@ class BackboneFamily(ABC):
         if ref is not None and se is not None:
             se = se.to(device=ref.device, dtype=ref.dtype)
         replace_submodule(model, site.name, self.wrap(block, se, variant))
+
+
+class PlainFamily(BackboneFamily):
+    """A family whose sites have no shortcut (VGG, Inception): an SE block goes only on a
+    site's output (``standard``), appended with :func:`append_se`."""
+
+    def check_plain(self, se: SqueezeExcite | None, variant: str) -> SqueezeExcite:
+        if variant != "standard" or se is None:
+            raise ValueError(
+                f"a {self.family} site takes only variant 'standard': an SE block only on "
+                f"its output, not {variant!r}"
+            )
+        return se
+
+    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
+        return append_se(block, self.check_plain(se, variant))
 
 
 class ExistingSEFamily(BackboneFamily):

@@ -40,7 +40,7 @@ from torchvision.models import get_model
 from torchvision.models.densenet import _DenseBlock
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import PLAIN, BackboneFamily, Site
+from se_search.backbones.base import PLAIN, PlainFamily, Site
 from se_search.blocks import SqueezeExcite
 
 
@@ -65,7 +65,7 @@ def _dense_layers(block: nn.ModuleDict) -> list[nn.Module]:
     return [layer for name, layer in block.items() if name != "se"]
 
 
-class DenseNetFamily(BackboneFamily):
+class DenseNetFamily(PlainFamily):
     family = "densenet"
     models = ("densenet121", "densenet161", "densenet169", "densenet201")
     min_image_size = 29
@@ -85,11 +85,7 @@ class DenseNetFamily(BackboneFamily):
         return sites
 
     def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if variant != "standard" or se is None:
-            raise ValueError(
-                f"a DenseNet site takes only variant 'standard' (on the dense block's "
-                f"output), not {variant!r}"
-            )
+        se = self.check_plain(se, variant)
         if type(block) is not _DenseBlock:
             raise TypeError(f"expected a torchvision _DenseBlock, got {type(block).__name__}")
         block.__class__ = DenseBlockSE

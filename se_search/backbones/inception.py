@@ -49,8 +49,7 @@ from torchvision.models.inception import (
 )
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import PLAIN, BackboneFamily, Site, append_se
-from se_search.blocks import SqueezeExcite
+from se_search.backbones.base import PLAIN, PlainFamily, Site
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def _channels(module: nn.Module, layout: _Layout) -> tuple[int, int]:
     return in_channels, out + (in_channels if layout.max_pool else 0)
 
 
-class _InceptionFamily(BackboneFamily):
+class _InceptionFamily(PlainFamily):
     """Inception modules as plain sites, an SE block on each one's concatenated output."""
 
     def build(self, name: str, *, num_classes: int) -> nn.Module:
@@ -120,14 +119,6 @@ class _InceptionFamily(BackboneFamily):
                 in_channels, out_channels = _channels(module, _LAYOUTS[cls])
                 sites.append(Site.of(name, cls.__name__, in_channels, out_channels, PLAIN))
         return sites
-
-    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if se is None or variant != "standard":
-            raise ValueError(
-                f"an Inception module takes an SE block only on its output ('standard'), "
-                f"not {variant!r}"
-            )
-        return append_se(block, se)
 
 
 class GoogLeNetFamily(_InceptionFamily):

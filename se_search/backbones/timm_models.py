@@ -86,8 +86,8 @@ from se_search.backbones.base import (
     RESIDUAL,
     BackboneFamily,
     ExistingSEFamily,
+    PlainFamily,
     Site,
-    append_se,
 )
 from se_search.blocks import ResidualParts, ResidualSE, SqueezeExcite
 from se_search.errors import BackboneError
@@ -240,7 +240,7 @@ def _v4_classes() -> tuple[type[nn.Module], ...]:
     return tuple(getattr(module, name) for name in _V4_OUTPUTS)
 
 
-class InceptionV4Family(_TimmFamily):
+class InceptionV4Family(_TimmFamily, PlainFamily):
     """Inception-v4's Inception and reduction modules as plain sites."""
 
     family = "timm_inception_v4"
@@ -257,14 +257,6 @@ class InceptionV4Family(_TimmFamily):
                     Site.of(name, type(module).__name__, in_channels, out_channels, PLAIN)
                 )
         return sites
-
-    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if se is None or variant != "standard":
-            raise ValueError(
-                f"an Inception-v4 module takes an SE block only on its output ('standard'), "
-                f"not {variant!r}"
-            )
-        return append_se(block, se)
 
 
 # --------------------------------------------------------------------------------- SENet-154

@@ -36,11 +36,10 @@ from torch import nn
 from torchvision.models import get_model
 
 from se_search.backbones import register_backbone
-from se_search.backbones.base import PLAIN, BackboneFamily, Site, append_se
-from se_search.blocks import SqueezeExcite
+from se_search.backbones.base import PLAIN, PlainFamily, Site
 
 
-class VGGFamily(BackboneFamily):
+class VGGFamily(PlainFamily):
     family = "vgg"
     models = (
         "vgg11",
@@ -73,13 +72,6 @@ class VGGFamily(BackboneFamily):
                 sites.append(Site.of(name, kind, conv.in_channels, conv.out_channels, PLAIN))
                 conv = None
         return sites
-
-    def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
-        if variant != "standard" or se is None:
-            raise ValueError(
-                f"a VGG site takes only variant 'standard' (on the ReLU's output), not {variant!r}"
-            )
-        return append_se(block, se)
 
 
 register_backbone(VGGFamily())

@@ -217,9 +217,6 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-#: Variants that need a residual block (a shortcut to sit on, or a branch input of its own).
-RESIDUAL_VARIANTS = ("pre", "identity")
-
 
 class ResidualSE(nn.Module):
     """A residual block with an SE block placed by ``variant``.

@@ -12,13 +12,14 @@ import torch
 from torch import nn
 from torchvision.models import get_model
 
-from se_search.arch import Architecture, SEChoice
-from se_search.backbones import Site, get_backbone, list_backbones
+from se_search.arch import Architecture
+from se_search.backbones import get_backbone, list_backbones
 from se_search.blocks import ResidualSE, SqueezeExcite
 from se_search.costs import CostTable, count_flops, count_params
 from se_search.errors import ArchitectureError, SpaceError
 from se_search.space import load_space
 from se_search.surgery import build_model, insert_se
+from tests.backbones.archs import random_arch
 
 FAMILY = get_backbone("mobilenet_v2")
 MODELS = ("mobilenet_v2",)
@@ -186,16 +187,6 @@ def test_a_space_listing_a_variant_no_site_takes_fails_to_load(
         load_space(path)
 
 
-def _random_arch(sites: list[Site], rng: random.Random) -> Architecture:
-    choices = {}
-    for site in sites:
-        variant = rng.choice(site.variants)
-        if variant != "none":
-            squeeze, gate = rng.choice(["avg", "max"]), rng.choice(["sigmoid", "hardsigmoid"])
-            choices[site.name] = SEChoice(variant, rng.choice([2, 4, 16]), squeeze, gate)
-    return Architecture(choices)
-
-
 def test_insertion_keeps_every_parameter_name_and_value() -> None:
     net = get_model("mobilenet_v2", weights=None, num_classes=10)
     sites = FAMILY.list_sites(net)
@@ -203,7 +194,7 @@ def test_insertion_keeps_every_parameter_name_and_value() -> None:
     archs = [Architecture.uniform([s.name for s in sites], v) for v in ("inner:4", "standard:4")]
     skips = {s.name: "identity:4" if "identity" in s.variants else "standard:4" for s in sites}
     archs.append(Architecture(skips))
-    archs += [_random_arch(sites, random.Random(i)) for i in range(3)]
+    archs += [random_arch(sites, random.Random(i)) for i in range(3)]
     for arch in archs:
         built = insert_se(net, arch, backbone="mobilenet_v2").state_dict()
         assert all(torch.equal(built[k], v) for k, v in original.items())
@@ -236,7 +227,7 @@ def test_cost_table_equals_profiling_the_built_model(image_size: int) -> None:
     sites = FAMILY.list_sites(base)
     names = [s.name for s in sites]
     archs = [Architecture(), Architecture.uniform(names, "inner:8")]
-    archs += [_random_arch(sites, random.Random(10 + i)) for i in range(3)]
+    archs += [random_arch(sites, random.Random(10 + i)) for i in range(3)]
     used = {c.variant for arch in archs for c in arch.values()}
     assert used == {"standard", "pre", "post", "identity", "inner"}
     for arch in archs:
@@ -248,7 +239,7 @@ def test_cost_table_equals_profiling_the_built_model(image_size: int) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_forward_of_none_and_a_random_architecture(model: str) -> None:
     net = FAMILY.build(model, num_classes=10)  # train mode: BN on batch statistics
-    arch = _random_arch(FAMILY.list_sites(net), random.Random(3))
+    arch = random_arch(FAMILY.list_sites(net), random.Random(3))
     assert len(arch) > 5
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -13,14 +13,15 @@ from torch import nn
 from torchvision.models import get_model
 from torchvision.models.shufflenetv2 import channel_shuffle
 
-from se_search.arch import Architecture, SEChoice
-from se_search.backbones import Site, get_backbone, list_backbones
+from se_search.arch import Architecture
+from se_search.backbones import get_backbone, list_backbones
 from se_search.backbones.shufflenet import ShuffleSE
 from se_search.blocks import SqueezeExcite
 from se_search.costs import CostTable, count_flops, count_params
 from se_search.errors import ArchitectureError, SpaceError
 from se_search.space import load_space
 from se_search.surgery import build_model, insert_se
+from tests.backbones.archs import random_arch
 
 FAMILY = get_backbone("shufflenet_v2_x1_0")
 # torchvision's stages_out_channels[1:4] per model; every model repeats its units 4, 8, 4.
@@ -182,16 +183,6 @@ def test_a_space_listing_a_variant_no_site_takes_fails_to_load(
         load_space(path)
 
 
-def _random_arch(sites: list[Site], rng: random.Random) -> Architecture:
-    choices = {}
-    for site in sites:
-        variant = rng.choice(site.variants)
-        if variant != "none":
-            squeeze, gate = rng.choice(["avg", "max"]), rng.choice(["sigmoid", "hardsigmoid"])
-            choices[site.name] = SEChoice(variant, rng.choice([2, 4, 16]), squeeze, gate)
-    return Architecture(choices)
-
-
 def test_insertion_keeps_every_parameter_name_and_value() -> None:
     net = get_model(SMALL, weights=None, num_classes=10)
     sites = FAMILY.list_sites(net)
@@ -199,7 +190,7 @@ def test_insertion_keeps_every_parameter_name_and_value() -> None:
     archs = [Architecture.uniform(NAMES, v) for v in ("standard:4", "post:4")]
     halves = {s.name: "identity:4" if "identity" in s.variants else "post:4" for s in sites}
     archs.append(Architecture(halves))
-    archs += [_random_arch(sites, random.Random(i)) for i in range(3)]
+    archs += [random_arch(sites, random.Random(i)) for i in range(3)]
     for arch in archs:
         built = insert_se(net, arch, backbone=SMALL).state_dict()
         assert all(torch.equal(built[k], v) for k, v in original.items())
@@ -215,7 +206,7 @@ def test_cost_table_equals_profiling_the_built_model() -> None:
     table = CostTable.build(base, family=FAMILY, image_size=image_size)
     sites = FAMILY.list_sites(base)
     archs = [Architecture(), Architecture.uniform(NAMES, "standard:8")]
-    archs += [_random_arch(sites, random.Random(10 + i)) for i in range(3)]
+    archs += [random_arch(sites, random.Random(10 + i)) for i in range(3)]
     assert {c.variant for arch in archs for c in arch.values()} == {
         "standard",
         "pre",
@@ -235,7 +226,7 @@ FORWARD += [pytest.param(m, marks=pytest.mark.slow) for m in STAGES if m not in 
 @pytest.mark.parametrize("model", FORWARD)
 def test_forward_of_none_and_a_random_architecture(model: str) -> None:
     net = FAMILY.build(model, num_classes=10)  # train mode: BN on batch statistics
-    arch = _random_arch(FAMILY.list_sites(net), random.Random(3))
+    arch = random_arch(FAMILY.list_sites(net), random.Random(3))
     assert len(arch) > 5
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -125,6 +125,12 @@ class SearchProgress:
         self.console.print(f"trial {info['trial']:>3}  [yellow]pruned[/]: {info['reason']}")
         self.progress.update(self.task, advance=1)
 
+    def _on_trial_held(self, info: dict[str, Any]) -> None:
+        self.console.print(
+            f"trial {info['trial']:>3}  waits for trial {info['twin']}, which trains the same "
+            "architecture now"
+        )
+
     def _on_trial_retry(self, info: dict[str, Any]) -> None:
         self.console.print(
             f"Tune trial {info['tune_trial']}: worker failed ({info['reason']}); "

@@ -39,13 +39,13 @@ import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from se_search.arch import Architecture
 from se_search.engines.study import (
     RunSummary,
     StudyRecorder,
-    make_sampler,
     reused_evaluation,
     sample_architecture,
     save_checkpoint,
@@ -201,7 +201,7 @@ class RayEngine:
             ) from None
         return True
 
-    def _tuner(self, samples: int, name: str) -> Any:
+    def _tuner(self, samples: int, target: int, name: str) -> Any:
         cfg, stop = self.space.search.ray, self.space.evaluation.early_stopping
         scheduler = (
             ASHAScheduler(
@@ -225,7 +225,7 @@ class RayEngine:
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=_RecordingSearch(self),
+                search_alg=_RecordingSearch(self, target),
                 scheduler=scheduler,
                 num_samples=samples,
                 max_concurrent_trials=cfg.max_concurrent_trials,
@@ -263,9 +263,8 @@ class RayEngine:
         status = "interrupted"
         try:
             while done < target and self.failed <= target:
-                self._tuner(
-                    target - done, f"{self.space.study_name}-{rec.run_id}-{self.ran}"
-                ).fit()
+                name = f"{self.space.study_name}-{rec.run_id}-{self.ran}"
+                self._tuner(target - done, target, name).fit()
                 done = rec.finished()
             status = "finished" if done >= target else "failed"
         finally:
@@ -275,24 +274,31 @@ class RayEngine:
         return rec.summary(target=target, ran=self.ran, failed=self.failed)
 
 
-_DRIVER_ONLY = ("engine", "rec", "space", "_info", "_ot_trials", "_ot_study", "_storage")
+_DRIVER_ONLY = (
+    "engine", "rec", "space", "_info", "_held", "_ready", "_ot_trials", "_ot_study", "_storage"
+)  # fmt: skip
 
 
 class _RecordingSearch(OptunaSearch):
     """Tune's OptunaSearch on the study, recording each trial like the local engine does."""
 
-    def __init__(self, engine: RayEngine) -> None:
+    def __init__(self, engine: RayEngine, target: int) -> None:
         space = engine.space
         super().__init__(
             space=self._define,
             metric=list(space.objectives),
             mode=list(space.objectives.values()),
-            sampler=make_sampler(space),
+            sampler=engine.study.sampler,  # seeded past the study's trials on a resume
             study_name=space.study_name,
             storage=engine.recorder.rdb,
         )
         self.engine, self.space, self.rec = engine, space, engine.recorder
-        self._info: dict[str, dict[str, Any]] = {}
+        self.target = target
+        self._info: dict[str, dict[str, Any]] = {}  # by Tune trial id, while it runs
+        # Copies of an architecture that another trial trains now, by that trial's number;
+        # and copies whose twin did not complete, to be trained.
+        self._held: dict[int, list[tuple[Any, Architecture, dict]]] = {}
+        self._ready: list[tuple[Any, Architecture, dict]] = []
 
     def _define(self, trial: Any) -> dict[str, Any]:
         arch = sample_architecture(trial, self.space)
@@ -302,19 +308,69 @@ class _RecordingSearch(OptunaSearch):
             "se_checkpoint_dir": str(self.rec.checkpoint_dir),
         }
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        config = super().suggest(trial_id)
-        if config is None:
-            return None
-        trial = self._ot_trials[trial_id]
-        arch = Architecture(json.loads(config["se_arch"]))
-        previous = self.rec.start(trial, arch)
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._ready:  # a held copy whose twin did not complete: trained after all
+            trial, arch, config = self._ready.pop(0)
+            self._ot_trials[trial_id] = trial
+            return self._launch(trial_id, trial, arch, config, previous=None)
+        while True:
+            planned = self.rec.finished() + len(self._info) + sum(map(len, self._held.values()))
+            if planned >= self.target:  # held copies will finish the budget
+                return None if self._held else Searcher.FINISHED
+            config = super().suggest(trial_id)
+            if config is None:
+                return None
+            trial = self._ot_trials[trial_id]
+            arch = Architecture(json.loads(config["se_arch"]))
+            previous = self.rec.start(trial, arch)
+            twin = None if previous is not None else self._in_flight(arch)
+            if twin is None:
+                return self._launch(trial_id, trial, arch, config, previous=previous)
+            # Its twin is training now: the copy waits for its figures instead of training
+            # too. This Tune trial id asks Optuna for another candidate.
+            del self._ot_trials[trial_id]
+            self._held.setdefault(twin, []).append((trial, arch, config))
+            self.engine.listener("trial_held", {"trial": trial.number, "twin": twin})
+
+    def _launch(
+        self, trial_id: str, trial: Any, arch: Architecture, config: dict, *, previous: Any
+    ) -> dict[str, Any]:
         if previous is not None:
-            config["se_reuse"] = json.dumps(reused_evaluation(arch, previous).metrics)
+            config = {**config, "se_reuse": json.dumps(reused_evaluation(arch, previous).metrics)}
         info = {"trial": trial.number, "arch": arch, "sites": self.space.all_sites}
         self._info[trial_id] = {**info, "previous": previous}
         self.engine.listener("trial_start", info)
         return config
+
+    def _in_flight(self, arch: Architecture) -> int | None:
+        """The number of a trial training ``arch`` now, if any."""
+        for info in self._info.values():
+            if info["previous"] is None and info["arch"].hash == arch.hash:
+                return info["trial"]
+        return None
+
+    def _release(self, twin: int) -> None:
+        """``twin`` has ended: its held copies take its figures, or, if it did not complete
+        (pruned, failed), go to the workers to be trained."""
+        held = self._held.pop(twin, [])
+        if not held:
+            return
+        previous = self.rec.store.trained_as(self.space.study_name, held[0][1].hash)
+        if previous is None:  # the first copy trains it, the others wait for that one
+            first, *others = held
+            self._ready.append(first)
+            if others:
+                self._held[first[0].number] = others
+            return
+        for trial, arch, _config in held:
+            evaluation = reused_evaluation(arch, previous)
+            front = self.rec.complete(trial, evaluation, duplicate_of=previous["trial_number"])
+            self.engine.ran += 1
+            info = {"trial": trial.number, "arch": arch, "sites": self.space.all_sites}
+            self.engine.listener(
+                "trial_done",
+                {**info, "evaluation": evaluation, "front": front, "duplicate_of": previous},
+            )
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if not result.get("se_final"):
@@ -372,6 +428,7 @@ class _RecordingSearch(OptunaSearch):
             metrics.update(accuracy=result["accuracy"], epochs=epoch)
             self.rec.prune(trial, info["arch"], metrics, reason, node=node)
             self.engine.listener("trial_pruned", {**info, "reason": reason})
+        self._release(trial.number)
 
     # Resuming goes through the study in the database, not through Tune's experiment state:
     # Tune's snapshot of the Tuner holds no connection to the driver's databases.

@@ -113,11 +113,15 @@ def open_study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(space.objectives))
+    study.sampler = make_sampler(space, resumed_at=len(study.get_trials(deepcopy=False)))
     return study
 
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    return SAMPLERS[space.search.sampler](space.search.seed)
+def make_sampler(space: SearchSpace, *, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The space's sampler. On a study that already has ``resumed_at`` trials it is seeded
+    with ``seed + resumed_at``: the seed alone would draw the first run's architectures
+    again, copies that cost a trial each (and, run concurrently, a second training)."""
+    return SAMPLERS[space.search.sampler](space.search.seed + resumed_at)
 
 
 def _param_axes(space: SearchSpace, site: Site) -> dict[str, list[Any]]:

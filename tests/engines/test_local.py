@@ -311,3 +311,27 @@ def test_samplers_are_seeded(tmp_path: Path, sampler: str) -> None:
     assert sequences[0] == sequences[1]
     assert len({str(p) for p in sequences[0]}) > 1  # it does explore
     assert len(sequences[0][0]) == 2 * 8  # variant and reduction at each of 8 sites
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random"])
+def test_a_resumed_run_draws_new_architectures(tmp_path: Path, sampler: str) -> None:
+    """Resuming seeds the sampler past the study's trials: the seed alone would draw the
+    first run's architectures again, each a copy that costs a trial."""
+    sequences = []
+    for name in ("a", "b"):
+        overrides = {
+            "storage": f"sqlite:///{tmp_path / name}.db",
+            "search.sampler": sampler,
+            "search.seed_paper": False,
+            "search.checkpoints": "none",
+        }
+        space = load_space(ASSETS / "e2e.yaml", overrides)
+        for total in (3, 6):  # a run of 3, resumed to 6
+            LocalEngine(space, evaluator=_instant(space)).run(total)
+        study = optuna.load_study(study_name="e2e", storage=space.storage)
+        sequences.append([t.params for t in study.trials])
+        copies = [c for c in ResultsStore(space.storage).candidates("e2e") if c["duplicate_of"]]
+        assert copies == []
+    first, resumed = sequences[0][:3], sequences[0][3:]
+    assert not any(p in first for p in resumed)
+    assert sequences[0] == sequences[1]  # still deterministic under the seed

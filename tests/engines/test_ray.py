@@ -165,6 +165,49 @@ def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: 
         assert summary.failed == 1
 
 
+@pytest.mark.parametrize("twin_dies", [False, True])
+def test_a_copy_of_an_architecture_in_training_waits_for_its_figures(
+    tmp_path: Path, twin_dies: bool
+) -> None:
+    """A space of one architecture: every trial after the first samples it while the first
+    trains it. The copies wait and take its figures; none is trained alongside. If the
+    trial training it dies, one copy trains it instead and the others wait for that one."""
+    space = _space(
+        tmp_path, f"twins{int(twin_dies)}",
+        **{"sites": ["layer1.0"], "choices.variant": ["standard"], "choices.reduction": [16],
+           "evaluation.epochs": 3, "search.trials": 3, "search.seed_paper": False,
+           "search.ray.max_failures": 0, "search.checkpoints": "none"},
+    )  # fmt: skip
+    events: list[tuple[str, dict]] = []
+
+    def listen(event: str, info: dict) -> None:
+        events.append((event, info))
+        if twin_dies and event == "trial_epoch" and info["trial"] == 0:
+            os.kill(info["pid"], signal.SIGKILL)
+
+    summary = RayEngine(space, listener=listen, evaluator=StandIn(seconds_per_epoch=0.3)).run()
+    assert summary.finished == 3
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    store = ResultsStore(space.storage, read_only=True)
+    cands = {c["trial_number"]: c for c in store.candidates("e2e")}
+    assert len({c["arch_hash"] for c in cands.values()}) == 1
+    done = {n: c for n, c in cands.items() if c["state"] == "complete"}
+    trained = [n for n, c in done.items() if c["duplicate_of"] is None]
+    assert len(trained) == 1  # trained once, alongside nothing
+    started = [i["trial"] for e, i in events if e == "trial_start"]
+    assert len(started) == 1 + twin_dies  # Tune ran the twin (and, if it died, one copy)
+    held = {i["trial"]: i["twin"] for e, i in events if e == "trial_held"}
+    first = 1 if twin_dies else 0
+    assert trained == [first] and set(held.values()) <= {0, first}
+    copies = {n: c["duplicate_of"] for n, c in cands.items() if c["duplicate_of"] is not None}
+    assert copies and set(copies.values()) == {first}
+    assert len(copies) == 2  # 3 finished: the trained one and its two copies
+    if twin_dies:
+        assert study.trials[0].state == TrialState.FAIL and cands[0]["state"] == "failed"
+    for n in copies:
+        assert study.trials[n].values == study.trials[first].values
+
+
 def test_a_ray_client_address_is_refused_with_the_fix(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,

@@ -152,8 +152,23 @@ class EarlyStoppingSpec(_Section):
     reduction_factor: Annotated[int, Field(strict=True, ge=2)] = 3
 
 
+class SupernetSpec(_Section):
+    """The ``oneshot`` strategy's supernet: trained once, then every candidate inherits its
+    weights (see :mod:`se_search.supernet`)."""
+
+    epochs: PositiveInt = 6
+    #: uniform: one random architecture per batch; sandwich: the largest, the smallest and
+    #: ``random_per_step`` random ones per batch, their gradients summed (Yu & Huang 2019).
+    sampling: Literal["uniform", "sandwich"] = "sandwich"
+    random_per_step: NonNegativeInt = 2
+    #: Training batches whose statistics recalibrate BatchNorm before a candidate is scored.
+    calibration_batches: PositiveInt = 4
+
+
 class EvaluationSpec(_Section):
-    strategy: Literal["train"] = "train"
+    #: train: each candidate from scratch; finetune: from backbone.weights, with SE blocks
+    #: that start as the identity; oneshot: weights inherited from a supernet trained once.
+    strategy: Literal["train", "finetune", "oneshot"] = "train"
     device: DeviceName = "auto"  # auto: the first CUDA device when there is one, else the CPU
     epochs: PositiveInt = 3
     lr: PositiveFloat = 0.05
@@ -161,9 +176,14 @@ class EvaluationSpec(_Section):
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    supernet: SupernetSpec = SupernetSpec()
 
 
 class LatencySpec(_Section):
+    #: measure: time every candidate; lut: predict it from a lookup table of per-block
+    #: deltas measured once (cached in the database); lut+verify: predict, then measure the
+    #: front's members and store the prediction error.
+    mode: Literal["measure", "lut", "lut+verify"] = "measure"
     device: DeviceName = "auto"
     batch_size: PositiveInt = 1
     image_size: Annotated[int, Field(strict=True, ge=8)] | None = None  # default: data.image_size
@@ -373,6 +393,7 @@ def load_space(
         or _check_variants(space)
         or _check_reductions(space)
         or _check_image_size(space)
+        or _check_strategy(space)
     )
     if problems:
         lines = NodeLines(root)
@@ -452,6 +473,19 @@ def _check_variants(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
         for i, variant in enumerate(space.choices.variant)
         if not any(variant in s.variants for s in sites)
     ]
+
+
+def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
+    if space.evaluation.strategy == "finetune" and space.backbone.weights is None:
+        return [
+            (
+                ("evaluation", "strategy"),
+                "strategy 'finetune' starts from pretrained weights: set backbone.weights to a "
+                "torchvision weights name (IMAGENET1K_V2) or a checkpoint path, or use "
+                "strategy 'train'",
+            )
+        ]
+    return []
 
 
 def _check_image_size(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:

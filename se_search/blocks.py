@@ -37,13 +37,28 @@ convolution, on the expanded channels (MnasNet, MobileNetV3). ``keep``: the back
 SE block as it is (MobileNetV3, EfficientNet, RegNetY). At a site without a shortcut (a
 VGG conv, an Inception module) ``standard`` is the block on the site's output, and the
 residual variants do not apply: each backbone's sites say which variants they take.
+
+Blocks that start as the identity (the ``finetune`` strategy). A pretrained backbone keeps
+its function when SE blocks are added only if each new block starts as ``x ↦ x``. With
+``W2`` and its bias zero the gate's input is 0 everywhere, and ``sigmoid(0) =
+hardsigmoid(0) = 1/2``, so such blocks are built with ``gain = 2`` (:data:`IDENTITY_GAIN`):
+``s = 2 · gate(...)``, the same shape with range (0, 2) and exactly 1 at 0, and
+:meth:`SqueezeExcite.start_as_identity` zeroes ``W2``. The gain is a 0-d buffer, ``gain``,
+present only when it is not 1: the paper's blocks (the ``train`` strategy) keep their
+``state_dict`` keys and every block its parameter count, while a fine-tuned block's gain is
+saved with its weights and comes back with them. Loading a ``state_dict`` sets each block's
+gain from it (``<prefix>gain`` there, or 1 where the block's weights come without one), so a
+model rebuilt from its architecture alone, as :func:`~se_search.export.load_model` and a
+study's checkpoints rebuild it, computes what was trained. The extra ``C`` multiplies of a
+gain are not charged by the cost model (about a millionth of a ResNet's FLOPs).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,6 +66,7 @@ from torch import nn
 __all__ = [
     "ACTIVATIONS",
     "GATES",
+    "IDENTITY_GAIN",
     "SQUEEZES",
     "VARIANTS",
     "ChannelScale",
@@ -108,6 +124,8 @@ SQUEEZES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 GATES: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
 #: The excitation's hidden activation δ: ReLU in the paper; EfficientNet's own blocks use SiLU.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
+#: The gain that makes a block with a zero excitation the identity: every gate is 1/2 at 0.
+IDENTITY_GAIN = 2.0
 
 
 class SqueezeExcite(nn.Module):
@@ -119,6 +137,9 @@ class SqueezeExcite(nn.Module):
         squeeze: ``avg`` or ``max`` global pooling.
         gate: ``sigmoid`` (σ in the paper) or ``hardsigmoid``.
         act: the hidden activation δ, ``relu`` (the paper's) or ``silu``.
+        gain: a factor on the gate's output; 1 is the paper's block, :data:`IDENTITY_GAIN`
+            one that :meth:`start_as_identity` can make the identity (any other gain is a
+            ``gain`` buffer in the ``state_dict``: see the module docstring).
     """
 
     def __init__(
@@ -129,12 +150,18 @@ class SqueezeExcite(nn.Module):
         squeeze: str = "avg",
         gate: str = "sigmoid",
         act: str = "relu",
+        gain: float = 1.0,
     ) -> None:
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"unknown gate {gate!r}; choose one of {sorted(GATES)}")
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)}")
+        if isinstance(gain, bool) or not isinstance(gain, int | float) or not 0 < gain < math.inf:
+            raise ValueError(
+                f"gain must be a positive finite number, got {gain!r}; 1 is the paper's block, "
+                f"{IDENTITY_GAIN} one that can start as the identity"
+            )
         hidden = squeeze_width(channels, reduction)
         self.channels, self.reduction = channels, reduction
         self.squeeze = Squeeze(squeeze)
@@ -143,10 +170,73 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)  # W2
         self.gate = GATES[gate]()  # σ
         self.scale = ChannelScale()
+        self._set_gain(float(gain))
+
+    @property
+    def gain(self) -> float:
+        """The factor on the gate's output: 1 unless the block was built or loaded with
+        another."""
+        buffer = self._buffers.get("gain")
+        return 1.0 if buffer is None else float(buffer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
+        gain = self._buffers.get("gain")
+        if gain is not None:
+            s = s * gain
         return self.scale(x, s)
+
+    def start_as_identity(self) -> None:
+        """Zero ``W2`` and its bias, so that the block returns its input unchanged.
+
+        The gate then sees 0 everywhere and the block scales by ``gain · gate(0)``, which must
+        be 1: true for both gates with :data:`IDENTITY_GAIN`, refused otherwise.
+        """
+        at_zero = self.gain * float(self.gate(torch.zeros(())))
+        if at_zero != 1.0:
+            raise ValueError(
+                f"a block with gate {type(self.gate).__name__} and gain {self.gain:g} scales "
+                f"by {at_zero:g} at a zero excitation, not 1; build it with "
+                f"gain={IDENTITY_GAIN}"
+            )
+        with torch.no_grad():
+            self.fc2.weight.zero_()
+            self.fc2.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return "" if self.gain == 1.0 else f"gain={self.gain:g}"
+
+    def _set_gain(self, gain: float) -> None:
+        # The buffer exists only for a gain other than 1, so the paper's block keeps its
+        # state_dict keys. It goes straight into ``_buffers``: register_buffer refuses a name
+        # that the ``gain`` property already holds.
+        if gain == 1.0:
+            self._buffers.pop("gain", None)
+            return
+        ref = self.fc2.weight
+        self._buffers["gain"] = torch.full((), gain, dtype=ref.dtype, device=ref.device)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # The gain comes with the weights: a buffer to load into where the state has one (the
+        # default loader copies its value in), none where the block's weights come without
+        # one. A state that holds nothing of this block leaves its gain alone.
+        if prefix + "gain" in state_dict:
+            if "gain" not in self._buffers:
+                self._set_gain(math.nan)  # a placeholder the loader overwrites
+        elif prefix + "fc2.weight" in state_dict:
+            self._set_gain(1.0)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 # --------------------------------------------------------------------------- residual blocks

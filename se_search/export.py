@@ -207,7 +207,7 @@ def _check_matches(
             family.build(backbone, num_classes=num_classes), arch, backbone=backbone
         )
     want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _is_gain(k, want)}
     missing = [k for k in want if k not in have]
     unexpected = [k for k in have if k not in want]
     shapes = [f"{k} {have[k]} != {want[k]}" for k in want if k in have and have[k] != want[k]]
@@ -218,6 +218,14 @@ def _check_matches(
             f"wrong shapes {shapes[:3]}; pass the backbone, num_classes and architecture the "
             "model was built with"
         )
+
+
+def _is_gain(key: str, reference: Mapping[str, Any]) -> bool:
+    """Whether ``key`` is the ``gain`` of an SE block of ``reference``: blocks that started as
+    the identity (the finetune strategy) carry one, and the gain comes back on load with the
+    weights (see :mod:`se_search.blocks`), so the metadata need not say so."""
+    block, _, name = key.rpartition(".")
+    return name == "gain" and f"{block}.fc2.weight" in reference
 
 
 def _detect(path: Path) -> Exporter:

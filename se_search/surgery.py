@@ -6,18 +6,22 @@ import copy
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from se_search.arch import Architecture
 from se_search.backbones import Site, get_backbone
-from se_search.blocks import SqueezeExcite
+from se_search.blocks import IDENTITY_GAIN, SqueezeExcite
 from se_search.errors import ArchitectureError, BackboneError
 from se_search.space import BackboneSpec, SearchSpace
 
-__all__ = ["build_backbone", "build_model", "check_variants", "insert_se"]
+__all__ = ["SEInit", "build_backbone", "build_model", "check_variants", "insert_se", "se_init"]
+
+#: How new SE blocks start: ``default``, the paper's block (gain 1) as PyTorch initialises it;
+#: ``identity``, gain 2 with a zero last layer, so each new block is the identity at first.
+SEInit = Literal["default", "identity"]
 
 
 def build_backbone(spec: BackboneSpec) -> nn.Module:
@@ -34,12 +38,21 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
     return model
 
 
-def insert_se(model: nn.Module, arch: Architecture, *, backbone: str) -> nn.Module:
+def insert_se(
+    model: nn.Module, arch: Architecture, *, backbone: str, init: SEInit = "default"
+) -> nn.Module:
     """A copy of ``model`` with an SE block at every site of ``arch``; ``model`` is untouched.
 
     SE blocks are created in site order after the copy, so under a fixed seed the same
-    ``(model, arch)`` always gives the same weights.
+    ``(model, arch)`` always gives the same weights (``init`` draws nothing more). With
+    ``init="identity"`` every block it adds starts as the identity (gain
+    :data:`~se_search.blocks.IDENTITY_GAIN`, a zero last layer), so a copy of a pretrained
+    model computes what the model does, wherever ``arch`` only adds blocks. It cannot where
+    ``arch`` changes a backbone's own SE block: ``none`` removes one, ``standard`` replaces
+    one with a block that starts as the identity; ``keep`` leaves one as it is.
     """
+    if init not in ("default", "identity"):
+        raise ValueError(f"unknown SE init {init!r}; use 'default' or 'identity'")
     family = get_backbone(backbone)
     sites = {site.name: site for site in family.list_sites(model)}
     arch.check_sites(sites)
@@ -58,9 +71,12 @@ def insert_se(model: nn.Module, arch: Architecture, *, backbone: str) -> nn.Modu
                     squeeze=choice.squeeze,
                     gate=choice.gate,
                     act=site.act,
+                    gain=IDENTITY_GAIN if init == "identity" else 1.0,
                 )
             except ValueError as err:
                 raise ArchitectureError(f"site {name} ({choice}): {err}") from None
+            if init == "identity":
+                se.start_as_identity()
         family.apply(out, site, se, choice.variant)
     return out
 
@@ -77,13 +93,22 @@ def check_variants(arch: Architecture, sites: Iterable[Site]) -> None:
 
 
 def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:
-    """The space's backbone (weights loaded) with ``arch``'s SE blocks.
+    """The space's backbone (weights loaded) with ``arch``'s SE blocks, started as
+    :func:`se_init` says for the space's strategy.
 
     Under ``torch.manual_seed(s)``, the ``none`` architecture gives exactly torchvision's
     model built under the same seed.
     """
     arch.check_sites(space.site_names)
-    return insert_se(build_backbone(space.backbone), arch, backbone=space.backbone.model)
+    return insert_se(
+        build_backbone(space.backbone), arch, backbone=space.backbone.model, init=se_init(space)
+    )
+
+
+def se_init(space: SearchSpace) -> SEInit:
+    """``identity`` under the ``finetune`` strategy, which must start from the pretrained
+    backbone's own function; ``default`` (the paper's block) otherwise."""
+    return "identity" if space.evaluation.strategy == "finetune" else "default"
 
 
 def _load_weights(model: nn.Module, spec: BackboneSpec) -> None:

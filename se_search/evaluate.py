@@ -8,10 +8,12 @@ none of them trains or scores anything itself.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,6 +67,15 @@ def zero_init_residual(model: nn.Module, space: SearchSpace) -> None:
                 norm.weight.zero_()
 
 
+#: How each ``evaluation.strategy`` obtains a candidate's accuracy (finetune trains like
+#: train: its models start from ``backbone.weights`` with identity-initialised SE blocks).
+STRATEGIES: dict[str, Callable[[Evaluator], Callable[..., Any]]] = {
+    "train": lambda ev: ev._train_for_real,
+    "finetune": lambda ev: ev._train_for_real,
+    "oneshot": lambda ev: ev._score_oneshot,
+}
+
+
 class Evaluator:
     """Scores candidates of one space. Build once per process; call :meth:`evaluate`.
 
@@ -78,11 +89,15 @@ class Evaluator:
         *,
         train: Callable[[Architecture, Callable[[int, float], None] | None], Any] | None = None,
         latency: Callable[[Architecture], Latency] | None = None,
+        artifacts: Path | None = None,
     ) -> None:
         self.space = space
-        self._train = train or self._train_for_real
+        self._train = train or STRATEGIES[space.evaluation.strategy](self)
         self._measure = latency or self._measure_for_real
         self._latencies: dict[str, Latency] = {}
+        #: The study's artifacts folder (the supernet's checkpoint); engines set it.
+        self.artifacts = artifacts
+        self.may_train_supernet = True  # Ray workers only load the driver's
 
     @cached_property
     def table(self) -> CostTable:
@@ -154,7 +169,7 @@ class Evaluator:
         batch_size, workers = self.space.data.batch_size, self.space.data.num_workers
         torch.manual_seed(seed)  # every candidate starts from the same random state
         model = build_model(self.space, arch)
-        if ev.zero_init_residual:
+        if ev.zero_init_residual and ev.strategy != "finetune":  # keep the pretrained function
             zero_init_residual(model, self.space)
         result = train_and_evaluate(
             model,
@@ -176,6 +191,66 @@ class Evaluator:
             report=report,
         )
         return result, model
+
+    # ----------------------------------------------------------------------------- oneshot
+
+    def prepare(self, listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """What the strategy does once, before the first candidate: for ``oneshot``, load
+        the supernet's checkpoint or train it (``listener`` gets ``supernet_*`` events)."""
+        if self._train == self._score_oneshot:
+            self._listener = listener
+            _ = self.scorer
+
+    @cached_property
+    def scorer(self) -> Any:
+        """The oneshot strategy's :class:`~se_search.supernet.OneShotScorer`, its supernet
+        loaded from the study's artifacts or trained (and saved) first."""
+        from se_search import supernet as sn
+        from se_search.data import make_loader
+
+        space, seed = self.space, self.space.search.seed
+        if self.artifacts is None:
+            raise SESearchError("the oneshot strategy needs the study's artifacts folder")
+        path = sn.checkpoint_path(Path(self.artifacts), space)
+        torch.manual_seed(seed)
+        init = (
+            (lambda net: zero_init_residual(net, space))
+            if space.evaluation.zero_init_residual
+            else None
+        )
+        net = sn.Supernet(space, init=init).to(self.device)
+        cfg, batch = space.evaluation.supernet, space.data.batch_size
+        train = make_loader(self.data.train, batch_size=batch, shuffle=True, seed=seed)
+        calibration = [x for x, _ in itertools.islice(train, cfg.calibration_batches)]
+        val = list(make_loader(self.data.val, batch_size=256, shuffle=False, seed=seed))
+        scorer = sn.OneShotScorer(net, calibration=calibration, val=val, device=self.device)
+        emit = getattr(self, "_listener", None) or (lambda event, info: None)
+        if path.is_file():
+            meta = sn.load_supernet(net, path)
+            emit("supernet_ready", {"path": str(path), "trained": False, **meta})
+            return scorer
+        if not self.may_train_supernet:
+            raise SESearchError(
+                f"no supernet checkpoint at {path}: the driver trains it before the trials; "
+                "on a cluster, set search.artifacts to a folder every node shares"
+            )
+        emit("supernet_start", {"path": str(path), "epochs": cfg.epochs})
+        reports = sn.train_supernet(
+            net, train_loader=train, scorer=scorer, device=self.device,
+            report=lambda r: emit("supernet_epoch", vars(r)),
+        )  # fmt: skip
+        meta = {"seconds": reports[-1].seconds, "accuracy": reports[-1].accuracy,
+                "epochs": cfg.epochs, "sampling": cfg.sampling}  # fmt: skip
+        sn.save_supernet(net, path, meta)
+        emit("supernet_ready", {"path": str(path), "trained": True, **meta})
+        return scorer
+
+    def _score_oneshot(
+        self, arch: Architecture, report: Callable[[int, float], None] | None
+    ) -> tuple[TrainResult, None]:
+        start = time.perf_counter()
+        accuracy = self.scorer.score(arch)
+        return TrainResult(accuracy, 0, time.perf_counter() - start), None
 
     def evaluate(
         self, arch: Architecture, *, report: Callable[[int, float], None] | None = None

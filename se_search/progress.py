@@ -106,7 +106,7 @@ class SearchProgress:
         elif not evaluation.feasible:
             how = "infeasible, not trained"
         else:
-            how = "trained"
+            how = "trained" if m.get("epochs") else "scored on the supernet"
         self.console.print(
             f"trial {info['trial']:>3}  acc {_fmt(m.get('accuracy'), '.4f')}  "
             f"{m['flops'] / 1e9:.4f} GMACs  {_fmt(m.get('latency_ms'), '.2f')} ms  "
@@ -124,6 +124,26 @@ class SearchProgress:
     def _on_trial_pruned(self, info: dict[str, Any]) -> None:
         self.console.print(f"trial {info['trial']:>3}  [yellow]pruned[/]: {info['reason']}")
         self.progress.update(self.task, advance=1)
+
+    def _on_supernet_start(self, info: dict[str, Any]) -> None:
+        self.console.print(
+            f"oneshot: training the supernet for {info['epochs']} epochs, once "
+            f"(saved to {info['path']})"
+        )
+
+    def _on_supernet_epoch(self, info: dict[str, Any]) -> None:
+        self.console.print(
+            f"supernet epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.4f}  "
+            f"largest architecture's acc {info['accuracy']:.4f}  ({info['seconds']:.0f} s)",
+            highlight=False,
+        )
+
+    def _on_supernet_ready(self, info: dict[str, Any]) -> None:
+        how = "trained" if info["trained"] else "loaded"
+        self.console.print(
+            f"oneshot: supernet {how} ({info['path']}); candidates inherit its weights",
+            highlight=False,
+        )
 
     def _on_trial_held(self, info: dict[str, Any]) -> None:
         self.console.print(

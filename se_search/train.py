@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["Diverged", "TrainResult", "evaluate", "train_and_evaluate"]
+__all__ = ["Diverged", "TrainResult", "evaluate", "make_optimizer", "train_and_evaluate"]
 
 
 class Diverged(RuntimeError):
@@ -57,6 +57,28 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> f
     return correct.item() / max(total, 1)
 
 
+def make_optimizer(
+    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum (no weight decay on BN and biases) and a cosine schedule
+    over ``steps`` optimizer steps, stepped per batch."""
+    params = list(dict.fromkeys(model.parameters()))  # shared parameters once
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=momentum,
+        nesterov=momentum > 0,
+    )
+    total = max(1, steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    )
+    return optimizer, schedule
+
+
 def train_and_evaluate(
     model: nn.Module,
     *,
@@ -79,21 +101,12 @@ def train_and_evaluate(
     """
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    params_with_decay = [p for p in model.parameters() if p.ndim > 1]
-    params_without = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
-    optimizer = torch.optim.SGD(
-        [
-            {"params": params_with_decay, "weight_decay": weight_decay},
-            {"params": params_without, "weight_decay": 0.0},
-        ],
+    optimizer, schedule = make_optimizer(
+        model,
         lr=lr,
         momentum=momentum,
-        nesterov=momentum > 0,
-    )
-    total_steps = max(1, epochs * len(train_loader))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
+        weight_decay=weight_decay,
+        steps=epochs * len(train_loader),
     )
     loss_fn = nn.CrossEntropyLoss()
     history: list[float] = []

@@ -51,6 +51,8 @@ class LocalEngine:
         self.listener = listener or (lambda event, info: None)
         self.recorder = StudyRecorder(space, self.storage)
         self.study, self.store = self.recorder.study, self.recorder.store
+        if self.evaluator.artifacts is None:
+            self.evaluator.artifacts = self.recorder.checkpoint_dir
         self.rule = (
             AshaRule(space.evaluation.early_stopping, max_epochs=space.evaluation.epochs)
             if space.evaluation.early_stopping.rule == "asha"
@@ -68,6 +70,8 @@ class LocalEngine:
             "start",
             {"target": target, "finished": done, "recovered": recovered, "queued": queued},
         )
+        if done < target:
+            self.evaluator.prepare(self.listener)  # oneshot: the supernet, once
         ran = failed = 0
         status = "interrupted"
         try:

@@ -99,6 +99,11 @@ def evaluate_trial(
         tune.report({**final, **_shown(reused, accuracy=False), "se_metrics": config["se_reuse"]})
         return
     evaluator = _evaluator(space, factory)
+    if evaluator.artifacts is None:  # the supernet of the driver's study, loaded once
+        evaluator.artifacts, evaluator.may_train_supernet = (
+            Path(config["se_checkpoint_dir"]),
+            False,
+        )
     arch = Architecture(json.loads(config["se_arch"]))
     last_epoch = space.evaluation.epochs
 
@@ -258,6 +263,11 @@ class RayEngine:
             "start",
             {"target": target, "finished": done, "recovered": recovered, "queued": queued},
         )
+        if done < target and self.space.evaluation.strategy == "oneshot":
+            # Trained (or found) here, once; every worker loads the checkpoint once.
+            driver = self.factory(self.space)
+            driver.artifacts = rec.checkpoint_dir
+            driver.prepare(self.listener)
         self.ran = self.failed = 0
         self.trials: dict[str, Any] = {}  # Tune trial id -> Tune's Trial (for errors, nodes)
         status = "interrupted"

@@ -251,6 +251,45 @@ def front(
 
 
 @app.command()
+def verify(
+    space: LookupSpaceOpt = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(min=1, help="How many candidates to train.")] = 10,
+) -> None:
+    """Train the top-K candidates stand-alone; rank agreement with the search's scores and
+    the front on verified accuracies. Running it again resumes."""
+    from se_search.progress import verified_table
+    from se_search.verify import verify as run_verify
+
+    results = _results(space, study, storage)
+
+    def listen(event: str, info: dict[str, Any]) -> None:
+        if event == "verify_start":
+            err_console.print(
+                f"verify {info['index']}/{info['of']}: training trial {info['trial']} "
+                f"stand-alone ({info['arch'].summary()})",
+                highlight=False,
+            )
+        elif event == "verify_done":
+            err_console.print(
+                f"  trial {info['trial']}: {info['accuracy']:.4f} stand-alone, "
+                f"{info['searched']:.4f} in the search ({info['train_seconds']:.1f} s)",
+                highlight=False,
+            )
+
+    report = run_verify(results.storage, results.study, top=top, listener=listen)
+    console.print(verified_table(report.rows, title=f"verified candidates of {report.study}"))
+    console.print(
+        f"rank agreement over {len(report.rows)} candidates: "
+        f"Kendall tau {report.kendall_tau:.3f}, Spearman rho {report.spearman_rho:.3f}; "
+        "verified front (on stand-alone accuracy): "
+        f"trials {', '.join(map(str, report.front)) or '-'}",
+        highlight=False,
+    )
+
+
+@app.command()
 def show(
     trial: Annotated[int, typer.Argument(help="Trial number.")],
     space: LookupSpaceOpt = None,

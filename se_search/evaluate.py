@@ -252,6 +252,11 @@ class Evaluator:
         accuracy = self.scorer.score(arch)
         return TrainResult(accuracy, 0, time.perf_counter() - start), None
 
+    def train(self, arch: Architecture) -> tuple[TrainResult, nn.Module | None]:
+        """Obtain ``arch``'s accuracy by the strategy, without costs or constraints (what
+        ``se-search verify`` runs on the stand-alone strategy)."""
+        return self._train(arch, None)
+
     def evaluate(
         self, arch: Architecture, *, report: Callable[[int, float], None] | None = None
     ) -> Evaluation:

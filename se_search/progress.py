@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["SearchProgress", "front_table"]
+__all__ = ["SearchProgress", "front_table", "verified_table"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -49,6 +49,23 @@ def front_table(rows: list[dict], *, title: str) -> Table:
             str(row["trial_number"]),
             _fmt(row["accuracy"], ".4f"),
             _fmt(row["params"] and row["params"] / 1e6, ".3f"),
+            _fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
+            _fmt(row["latency_ms"], ".3f"),
+            row["placement"],
+        )
+    return table
+
+
+def verified_table(rows: list[dict], *, title: str) -> Table:
+    """Verified candidates: the search's accuracy beside the stand-alone one."""
+    table = Table(title=title, caption="*: on the verified front (stand-alone accuracy)")
+    for header in ("trial", "search acc", "stand-alone acc", "GMACs", "latency ms", "placement"):
+        table.add_column(header, justify="left" if header == "placement" else "right")
+    for row in sorted(rows, key=lambda r: -r["accuracy"]):
+        table.add_row(
+            f"{row['trial_number']}{'*' if row['on_front'] else ''}",
+            _fmt(row["searched_accuracy"], ".4f"),
+            _fmt(row["accuracy"], ".4f"),
             _fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
             _fmt(row["latency_ms"], ".3f"),
             row["placement"],

@@ -403,6 +403,20 @@ def load_space(
     return space
 
 
+def space_from_json(data: Mapping[str, Any], *, origin: str) -> SearchSpace:
+    """A space as a run stored it (``model_dump(mode="json")``); ``origin`` names it in
+    errors, e.g. ``study NAME in STORAGE``."""
+    try:
+        space = SearchSpace.model_validate(dict(data))
+    except ValidationError as err:
+        raise SpaceError(
+            origin, [f"{key_path(e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)]
+        ) from None
+    space._path = origin
+    space._all_sites = backbone_sites(space.backbone.model, space.backbone.num_classes)
+    return space
+
+
 def _parse_overrides(
     file: str, overrides: Mapping[str, Any] | Iterable[str] | None
 ) -> dict[str, Any]:

@@ -143,6 +143,24 @@ class FrontModel(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class VerifiedModel(Base):
+    """A candidate trained stand-alone after the search scored it (``se-search verify``)."""
+
+    __tablename__ = "se_verified"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    arch_hash: Mapped[str] = mapped_column(String(64))
+    searched_accuracy: Mapped[float] = mapped_column(Float)  # what the search's strategy gave
+    accuracy: Mapped[float] = mapped_column(Float)  # trained stand-alone
+    train_seconds: Mapped[float] = mapped_column(Float)
+    epochs: Mapped[int] = mapped_column(Integer)
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    on_front: Mapped[bool] = mapped_column(Boolean, default=False)  # the verified front
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 METRIC_FIELDS = (
     "accuracy",
     "params",
@@ -407,6 +425,41 @@ class ResultsStore:
             s.add_all(
                 FrontModel(study_name=study_name, trial_number=n, arch_hash=h) for n, h in members
             )
+
+    # --------------------------------------------------------------------------- verified
+
+    def add_verified(self, study_name: str, trial_number: int, **fields: Any) -> None:
+        """Store (or replace) a stand-alone verification of a trial."""
+        with self.session() as s:
+            row = s.scalar(
+                select(VerifiedModel).where(
+                    VerifiedModel.study_name == study_name,
+                    VerifiedModel.trial_number == trial_number,
+                )
+            )
+            if row is None:
+                row = VerifiedModel(study_name=study_name, trial_number=trial_number)
+                s.add(row)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def verified(self, study_name: str) -> list[dict[str, Any]]:
+        """The study's verified trials, by trial number."""
+        columns = [c.name for c in VerifiedModel.__table__.columns if c.name != "id"]
+        with self.session() as s:
+            rows = s.scalars(
+                select(VerifiedModel)
+                .where(VerifiedModel.study_name == study_name)
+                .order_by(VerifiedModel.trial_number)
+            )
+            return [{c: getattr(r, c) for c in columns} for r in rows]
+
+    def set_verified_front(self, study_name: str, numbers: set[int]) -> None:
+        with self.session() as s:
+            for row in s.scalars(
+                select(VerifiedModel).where(VerifiedModel.study_name == study_name)
+            ):
+                row.on_front = row.trial_number in numbers
 
     def front_numbers(self, study_name: str) -> set[int]:
         """The trial numbers of the study's stored front."""

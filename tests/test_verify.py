@@ -1,0 +1,85 @@
+"""``se-search verify``: stand-alone training of a oneshot study's best candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from se_search.cli import app
+from se_search.engines.local import LocalEngine
+from se_search.pareto import pareto_front
+from se_search.space import load_space
+from se_search.store import ResultsStore
+from se_search.verify import chosen, rank_agreement, verify
+from tests.conftest import ASSETS
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def oneshot_study(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("verify")
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{root / 'v.db'}", "sites": ["layer4.*"], "data.image_size": 16,
+         "evaluation.strategy": "oneshot", "evaluation.supernet.epochs": 1,
+         "evaluation.supernet.sampling": "uniform", "search.trials": 4,
+         "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space).run()
+    return space.storage
+
+
+def test_rank_agreement_matches_hand_computed_values() -> None:
+    # one discordant pair of six: tau = (5 - 1) / 6; rho = 1 - 6 * (1 + 1) / (4 * 15)
+    tau, rho = rank_agreement([1, 2, 3, 4], [1, 3, 2, 4])
+    assert tau == pytest.approx(4 / 6) and rho == pytest.approx(0.8)
+    assert rank_agreement([1, 2, 3], [3, 2, 1]) == pytest.approx((-1.0, -1.0))
+    tau, rho = rank_agreement([1.0], [2.0])
+    assert tau != tau and rho != rho  # NaN: nothing to rank
+
+
+def test_verify_trains_the_front_first_stores_and_resumes(oneshot_study: str) -> None:
+    store = ResultsStore(oneshot_study)
+    front = store.front_numbers("e2e")
+    picked = chosen(store, "e2e", 2)
+    assert len(picked) == 2
+    in_front = [c["trial_number"] in front for c in picked]
+    assert in_front == sorted(in_front, reverse=True)  # front members first
+
+    events: list[str] = []
+    report = verify(oneshot_study, "e2e", top=2, listener=lambda e, i: events.append(e))
+    assert sorted(report.trained) == sorted(c["trial_number"] for c in picked)
+    assert events.count("verify_done") == 2
+    rows = store.verified("e2e")
+    assert len(rows) == 2
+    for row, cand in zip(rows, sorted(picked, key=lambda c: c["trial_number"])):
+        assert row["searched_accuracy"] == cand["accuracy"]  # the one-shot score, kept
+        assert 0 <= row["accuracy"] <= 1 and row["epochs"] == 1
+        assert Path(row["checkpoint"]).is_file()
+    # the verified front: Pareto over the stand-alone accuracies, marked in the table
+    objectives = {"accuracy": "max", "flops": "min", "latency_ms": "min"}
+    expected = {r["trial_number"] for r in pareto_front(report.rows, objectives)}
+    assert set(report.front) == expected
+    assert {r["trial_number"] for r in store.verified("e2e") if r["on_front"]} == expected
+
+    again = verify(oneshot_study, "e2e", top=2)
+    assert again.trained == []  # nothing trained twice
+    assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in report.rows]
+
+
+def test_verify_cli_prints_the_agreement_and_refuses_an_unknown_study(
+    oneshot_study: str,
+) -> None:
+    result = runner.invoke(
+        app, ["verify", "--study", "e2e", "--storage", oneshot_study, "--top", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Kendall tau" in result.output and "verified front" in result.output
+    assert len(ResultsStore(oneshot_study).verified("e2e")) == 3
+
+    result = runner.invoke(app, ["verify", "--study", "nope", "--storage", oneshot_study])
+    assert result.exit_code == 2
+    assert "no study 'nope'" in result.output and "e2e" in result.output

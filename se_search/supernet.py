@@ -371,7 +371,9 @@ class OneShotScorer:
     """Scores architectures on a supernet: activate, recalibrate BN, validation top-1.
 
     The calibration batches (the first ``calibration_batches`` of a seeded shuffle of the
-    training split) and the whole validation split are held on the device as tensors.
+    training split) and the validation split are held on the device in channels_last, each
+    as a few large batches: scoring is a handful of forwards (on a 2-core CPU, one forward of
+    360 images in channels_last is ~1.5x faster than six of 64 in the default layout).
     """
 
     def __init__(
@@ -381,10 +383,14 @@ class OneShotScorer:
         calibration: list[torch.Tensor],
         val: list[tuple[torch.Tensor, torch.Tensor]],
         device: torch.device,
+        chunk: int = 512,
     ) -> None:
-        self.supernet = supernet
-        self.calibration = [x.to(device) for x in calibration]
-        self.val = [(x.to(device), y.to(device)) for x, y in val]
+        self.supernet = supernet.to(memory_format=torch.channels_last)
+        images = torch.cat(calibration).to(device, memory_format=torch.channels_last)
+        self.calibration = list(images.split(chunk))
+        x = torch.cat([x for x, _ in val]).to(device, memory_format=torch.channels_last)
+        y = torch.cat([y for _, y in val]).to(device)
+        self.val = list(zip(x.split(chunk), y.split(chunk)))
 
     def prepare(self, arch: Architecture) -> None:
         """Activate ``arch`` and recalibrate its BN statistics."""

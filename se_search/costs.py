@@ -172,6 +172,8 @@ class Latency:
     input_size: tuple[int, int, int]
     warmup: int
     repeats: int
+    #: ``measured``: timed on the whole model; ``lut``: predicted by the lookup table.
+    source: str = "measured"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -90,13 +90,19 @@ class Evaluator:
         train: Callable[[Architecture, Callable[[int, float], None] | None], Any] | None = None,
         latency: Callable[[Architecture], Latency] | None = None,
         artifacts: Path | None = None,
+        storage: str | None = None,
     ) -> None:
         self.space = space
         self._train = train or STRATEGIES[space.evaluation.strategy](self)
-        self._measure = latency or self._measure_for_real
+        self._latency = latency or (
+            self.measure_latency if space.latency.mode == "measure" else self._predict_latency
+        )
         self._latencies: dict[str, Latency] = {}
+        self._listener: Callable[[str, dict[str, Any]], None] | None = None
         #: The study's artifacts folder (the supernet's checkpoint); engines set it.
         self.artifacts = artifacts
+        #: The results database, which keeps the latency lookup table (default: the space's).
+        self.storage = storage
         self.may_train_supernet = True  # Ray workers only load the driver's
 
     @cached_property
@@ -126,13 +132,30 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------ costs
 
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.space.objectives or "latency_ms" in self.space.constraints
+
     def latency(self, arch: Architecture) -> Latency:
-        """Measured latency of ``arch`` (once per architecture in this process)."""
+        """``arch``'s latency as ``latency.mode`` says: measured, or predicted by the lookup
+        table (once per architecture in this process)."""
         if arch.hash not in self._latencies:
-            self._latencies[arch.hash] = self._measure(arch)
+            self._latencies[arch.hash] = self._latency(arch)
         return self._latencies[arch.hash]
 
-    def _measure_for_real(self, arch: Architecture) -> Latency:
+    @cached_property
+    def lut(self) -> Any:
+        """The latency lookup table (:class:`~se_search.lut.LatencyLUT`) in the results
+        database."""
+        from se_search.lut import LatencyLUT
+
+        return LatencyLUT(space=self.space, storage=self.storage)
+
+    def _predict_latency(self, arch: Architecture) -> Latency:
+        return self.lut.predict(arch)
+
+    def measure_latency(self, arch: Architecture) -> Latency:
+        """``arch``'s latency timed on the whole model, whatever ``latency.mode`` says."""
         cfg = self.space.latency
         torch.manual_seed(self.space.search.seed)
         return measure_latency(
@@ -149,7 +172,7 @@ class Evaluator:
         """params, flops and (when an objective or constraint needs it) latency."""
         params, flops = self.table.costs(arch)
         out: dict[str, Any] = {"params": params, "flops": flops}
-        if "latency_ms" in self.space.objectives or "latency_ms" in self.space.constraints:
+        if self.needs_latency:
             lat = self.latency(arch)
             out.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms, latency=lat.to_dict())
         return out
@@ -195,11 +218,25 @@ class Evaluator:
     # ----------------------------------------------------------------------------- oneshot
 
     def prepare(self, listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        """What the strategy does once, before the first candidate: for ``oneshot``, load
-        the supernet's checkpoint or train it (``listener`` gets ``supernet_*`` events)."""
+        """What is done once, before the first candidate: for ``oneshot``, load the
+        supernet's checkpoint or train it (``listener`` gets ``supernet_*`` events); with a
+        latency lookup table, measure the entries the database lacks (``lut_*`` events)."""
+        self._listener = listener
         if self._train == self._score_oneshot:
-            self._listener = listener
             _ = self.scorer
+        if self._latency == self._predict_latency and self.needs_latency:
+            self.fill_lut()
+
+    def fill_lut(self) -> None:
+        """Measure every entry of the lookup table the database lacks."""
+        emit = self._listener or (lambda event, info: None)
+        lut, start = self.lut, time.perf_counter()
+        emit("lut_start", {"stored": len(lut.entries())})
+        measured = lut.fill(
+            lambda done, total: emit("lut_progress", {"done": done, "total": total})
+        )
+        emit("lut_ready", {"measured": measured, "entries": len(lut.entries()),
+                           "seconds": time.perf_counter() - start})  # fmt: skip
 
     @cached_property
     def scorer(self) -> Any:
@@ -224,7 +261,7 @@ class Evaluator:
         calibration = [x for x, _ in itertools.islice(train, cfg.calibration_batches)]
         val = list(make_loader(self.data.val, batch_size=256, shuffle=False, seed=seed))
         scorer = sn.OneShotScorer(net, calibration=calibration, val=val, device=self.device)
-        emit = getattr(self, "_listener", None) or (lambda event, info: None)
+        emit = self._listener or (lambda event, info: None)
         if path.is_file():
             meta = sn.load_supernet(net, path)
             emit("supernet_ready", {"path": str(path), "trained": False, **meta})

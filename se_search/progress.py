@@ -5,6 +5,7 @@ about the terminal.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["SearchProgress", "front_table", "verified_table"]
+__all__ = ["SearchProgress", "front_table", "latency_check_table", "verified_table"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -68,6 +69,27 @@ def verified_table(rows: list[dict], *, title: str) -> Table:
             _fmt(row["accuracy"], ".4f"),
             _fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
             _fmt(row["latency_ms"], ".3f"),
+            row["placement"],
+        )
+    return table
+
+
+def latency_check_table(rows: list[dict]) -> Table:
+    """The front's predicted latencies beside their measurements (``lut+verify``)."""
+    errors = [abs(r["latency"]["error"]) for r in rows]
+    table = Table(
+        title="latency lookup table, checked on the front",
+        caption=f"|error|: median {statistics.median(errors):.2%}, max {max(errors):.2%}",
+    )
+    for header in ("trial", "predicted ms", "measured ms", "error", "placement"):
+        table.add_column(header, justify="left" if header == "placement" else "right")
+    for row in sorted(rows, key=lambda r: r["trial_number"]):
+        lat = row["latency"]
+        table.add_row(
+            str(row["trial_number"]),
+            f"{row['latency_ms']:.3f}",
+            f"{lat['measured_ms']:.3f}",
+            f"{lat['error']:+.2%}",
             row["placement"],
         )
     return table
@@ -161,6 +183,29 @@ class SearchProgress:
             f"oneshot: supernet {how} ({info['path']}); candidates inherit its weights",
             highlight=False,
         )
+
+    def _on_lut_start(self, info: dict[str, Any]) -> None:
+        self.console.print(
+            f"latency: filling the lookup table ({info['stored']} entries stored already)"
+        )
+        self._lut_task = self.progress.add_task("lut", total=None, best="-", front="-")
+
+    def _on_lut_progress(self, info: dict[str, Any]) -> None:
+        self.progress.update(self._lut_task, total=info["total"], completed=info["done"])
+
+    def _on_lut_ready(self, info: dict[str, Any]) -> None:
+        self.progress.remove_task(self._lut_task)
+        self.console.print(
+            f"latency: {info['entries']} table entries, {info['measured']} measured now "
+            f"({info['seconds']:.0f} s); candidates' latencies are predicted from them",
+            highlight=False,
+        )
+
+    def _on_latency_checked(self, info: dict[str, Any]) -> None:
+        rows = info["front"]
+        if not rows:
+            return
+        self.console.print(latency_check_table(rows))
 
     def _on_trial_held(self, info: dict[str, Any]) -> None:
         self.console.print(

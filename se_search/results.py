@@ -85,7 +85,14 @@ class Results:
         source = record
         if record["duplicate_of"] is not None:  # the same architecture, trained earlier
             source = self.trial(record["duplicate_of"])
-        path = source["checkpoint"]
+        path = source["checkpoint"] or self._verified_checkpoint(source["trial_number"])
+        if not path and self.space["evaluation"]["strategy"] == "oneshot":
+            raise StorageError(
+                f"trial {number} was scored on the supernet (evaluation.strategy: oneshot) "
+                "and has no weights of its own; train it stand-alone first with "
+                f"`se-search verify --study {self.study} --storage {redact(self.storage)}` "
+                "(front members by default), then export it"
+            )
         if not path or not Path(path).is_file():
             raise StorageError(
                 f"trial {number} has no checkpoint ({path or 'none kept'}): by default only "
@@ -99,6 +106,11 @@ class Results:
         model = insert_se(plain, Architecture(record["architecture"]), backbone=backbone["model"])
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
+
+    def _verified_checkpoint(self, number: int) -> str | None:
+        """The weights ``se-search verify`` trained for trial ``number``, if any."""
+        rows = [v for v in self.store.verified(self.study) if v["trial_number"] == number]
+        return rows[0]["checkpoint"] if rows else None
 
 
 def _ranges(numbers: list[int]) -> str:

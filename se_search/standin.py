@@ -36,6 +36,8 @@ class StandIn:
     """``StandIn(seconds_per_epoch)(space)`` -> an Evaluator that trains by arithmetic."""
 
     seconds_per_epoch: float = 0.0
+    #: Keep the real latency (``latency.mode``: measured, or the lookup table's).
+    real_latency: bool = False
 
     def __call__(self, space: SearchSpace) -> Evaluator:
         epochs = space.evaluation.epochs
@@ -52,4 +54,4 @@ class StandIn:
             ms = 5.0 + 5.0 * unit(arch, "lat")
             return Latency(ms, 0.1, "cpu", "stand-in", "-", 1, 1, (3, 16, 16), 0, 3)
 
-        return Evaluator(space, train=train, latency=latency)
+        return Evaluator(space, train=train, latency=None if self.real_latency else latency)

@@ -335,6 +335,20 @@ class ResultsStore:
                         setattr(row, key, metrics[key])
                 s.add(row)
 
+    def set_latency_check(
+        self, study_name: str, trial_number: int, *, measured_ms: float, iqr_ms: float
+    ) -> None:
+        """Keep a whole-model measurement beside a predicted latency (``latency.mode:
+        lut+verify``), in the ``latency`` record: ``measured_ms``, ``measured_iqr_ms`` and
+        ``error``, the prediction's relative error."""
+        with self.session() as s:
+            row = s.get(MetricsModel, self._candidate(s, study_name, trial_number).id)
+            if row is None or row.latency_ms is None:
+                raise StorageError(f"trial {trial_number} of {study_name!r} has no latency")
+            error = (row.latency_ms - measured_ms) / measured_ms
+            row.latency = {**(row.latency or {}), "measured_ms": measured_ms,
+                           "measured_iqr_ms": iqr_ms, "error": error}  # fmt: skip
+
     def set_checkpoint(self, study_name: str, trial_number: int, path: str | None) -> None:
         with self.session() as s:
             self._candidate(s, study_name, trial_number).checkpoint = path

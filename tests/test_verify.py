@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
 from se_search.pareto import pareto_front
+from se_search.results import Results
 from se_search.space import load_space
-from se_search.store import ResultsStore
+from se_search.store import ResultsStore, StorageError
 from se_search.verify import chosen, rank_agreement, verify
 from tests.conftest import ASSETS
 
@@ -68,6 +70,27 @@ def test_verify_trains_the_front_first_stores_and_resumes(oneshot_study: str) ->
     again = verify(oneshot_study, "e2e", top=2)
     assert again.trained == []  # nothing trained twice
     assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in report.rows]
+
+
+def test_a_oneshot_trial_exports_the_weights_verify_trained(oneshot_study: str) -> None:
+    verify(oneshot_study, "e2e", top=2)  # trains nothing when the test above ran
+    results = Results(oneshot_study, "e2e")
+    verified = {r["trial_number"]: r["checkpoint"] for r in results.store.verified("e2e")}
+    number = next(iter(verified))
+    model = results.trained_model(results.trial(number))
+    saved = torch.load(verified[number], weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+    done = results.store.candidates("e2e", states=["complete"])
+    unverified = next(
+        c["trial_number"]
+        for c in done
+        if c["duplicate_of"] is None and c["trial_number"] not in verified
+    )
+    with pytest.raises(
+        StorageError, match=r"scored on the supernet.*se-search verify --study e2e"
+    ):
+        results.trained_model(results.trial(unverified))
 
 
 def test_verify_cli_prints_the_agreement_and_refuses_an_unknown_study(

@@ -47,7 +47,9 @@ class LocalEngine:
     ) -> None:
         self.space = space
         self.storage = storage or space.storage
-        self.evaluator = evaluator or Evaluator(space)
+        self.evaluator = evaluator or Evaluator(space, storage=self.storage)
+        if self.evaluator.storage is None:
+            self.evaluator.storage = self.storage
         self.listener = listener or (lambda event, info: None)
         self.recorder = StudyRecorder(space, self.storage)
         self.study, self.store = self.recorder.study, self.recorder.store
@@ -81,6 +83,7 @@ class LocalEngine:
                 failed += not ok
                 done = rec.finished()
             status = "finished" if done >= target else "failed"
+            rec.check_latency(self.evaluator, self.listener)
         finally:
             rec.end(status)
         return rec.summary(target=target, ran=ran, failed=failed)

@@ -83,9 +83,16 @@ def _shown(metrics: dict[str, Any], *, accuracy: bool = True) -> dict[str, float
 
 
 def evaluate_trial(
-    config: dict[str, Any], *, space: SearchSpace, factory: EvaluatorFactory = Evaluator
+    config: dict[str, Any],
+    *,
+    space: SearchSpace,
+    factory: EvaluatorFactory = Evaluator,
+    latency_table: dict[tuple[str, str], tuple[float, float]] | None = None,
 ) -> None:
-    """Tune's trainable: evaluate the configured architecture, reporting as it trains."""
+    """Tune's trainable: evaluate the configured architecture, reporting as it trains.
+
+    ``latency_table`` holds the lookup table's entries, measured by the driver (workers
+    never touch the database)."""
     from se_search.engines.local import TRIAL_FAILURES
 
     final = {
@@ -99,6 +106,8 @@ def evaluate_trial(
         tune.report({**final, **_shown(reused, accuracy=False), "se_metrics": config["se_reuse"]})
         return
     evaluator = _evaluator(space, factory)
+    if latency_table and not evaluator.lut.entries():
+        evaluator.lut.add(latency_table)
     if evaluator.artifacts is None:  # the supernet of the driver's study, loaded once
         evaluator.artifacts, evaluator.may_train_supernet = (
             Path(config["se_checkpoint_dir"]),
@@ -223,7 +232,10 @@ class RayEngine:
         resources = {k: v for k, v in cfg.resources.items() if v}
         trainable = tune.with_resources(
             tune.with_parameters(
-                evaluate_trial, space=_for_workers(self.space), factory=self.factory
+                evaluate_trial,
+                space=_for_workers(self.space),
+                factory=self.factory,
+                latency_table=self.latency_table,
             ),
             resources,
         )
@@ -263,11 +275,15 @@ class RayEngine:
             "start",
             {"target": target, "finished": done, "recovered": recovered, "queued": queued},
         )
-        if done < target and self.space.evaluation.strategy == "oneshot":
-            # Trained (or found) here, once; every worker loads the checkpoint once.
-            driver = self.factory(self.space)
-            driver.artifacts = rec.checkpoint_dir
+        self.latency_table = None
+        # The supernet is trained (or found) here, once, and every worker loads its
+        # checkpoint once; the latency table is filled here and shipped to the workers.
+        driver = self.factory(self.space)
+        driver.artifacts, driver.storage = rec.checkpoint_dir, self.storage
+        if done < target:
             driver.prepare(self.listener)
+            if self.space.latency.mode != "measure" and driver.needs_latency:
+                self.latency_table = driver.lut.entries()
         self.ran = self.failed = 0
         self.trials: dict[str, Any] = {}  # Tune trial id -> Tune's Trial (for errors, nodes)
         status = "interrupted"
@@ -277,6 +293,7 @@ class RayEngine:
                 self._tuner(target - done, target, name).fit()
                 done = rec.finished()
             status = "finished" if done >= target else "failed"
+            rec.check_latency(driver, self.listener)
         finally:
             rec.end(status)
             if started:

@@ -37,7 +37,7 @@ from se_search.dashboard import (
     trial_attrs,
     upload_placement,
 )
-from se_search.evaluate import Evaluation
+from se_search.evaluate import Evaluation, Evaluator
 from se_search.pareto import pareto_front
 from se_search.space import SearchSpace
 from se_search.stopping import EPOCHS_ATTR
@@ -66,6 +66,9 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 }
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+Listener = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -417,6 +420,29 @@ class StudyRecorder:
         if node is not None:
             fields["node"] = node
         self.store.finish_candidate(self.study_name, trial.number, state=state, **fields)
+
+    def check_latency(self, evaluator: Evaluator, listener: Listener) -> None:
+        """``latency.mode: lut+verify``: time the front's members whose latency the table
+        predicted and no measurement checks yet, and store each beside its prediction;
+        ``listener`` gets ``latency_checked`` with the front's checked rows."""
+        if self.space.latency.mode != "lut+verify" or not evaluator.needs_latency:
+            return
+        checked = []
+        for c in self.store.front(self.study_name):
+            latency = c["latency"] or {}
+            if latency.get("source") != "lut":
+                continue
+            if "measured_ms" not in latency:
+                measured = evaluator.measure_latency(Architecture(c["architecture"]))
+                self.store.set_latency_check(
+                    self.study_name,
+                    c["trial_number"],
+                    measured_ms=measured.median_ms,
+                    iqr_ms=measured.iqr_ms,
+                )
+                c = self.store.candidate(self.study_name, c["trial_number"])
+            checked.append(c)
+        listener("latency_checked", {"front": checked})
 
     def update_front(self) -> list[dict]:
         """Recompute the front from the stored metrics, store it when it changed (with the

@@ -18,9 +18,11 @@ import ray
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from se_search.arch import Architecture
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
 from se_search.engines.ray_tune import RayEngine
+from se_search.lut import LatencyLUT
 from se_search.space import load_space
 from se_search.standin import StandIn
 from se_search.stopping import EPOCHS_ATTR
@@ -131,6 +133,31 @@ def test_asha_stops_laggards_as_pruned_with_their_last_accuracy(tmp_path: Path) 
         assert "stopped by ASHA" in cand["failure_reason"]
     front = {c["trial_number"] for c in store.front("e2e")}
     assert front and front.isdisjoint(t.number for t in pruned)
+
+
+def test_workers_predict_latency_from_the_drivers_table(tmp_path: Path) -> None:
+    """``latency.mode: lut+verify`` under Ray: the driver fills the table once and ships it;
+    each worker's figure is the table's prediction; the driver checks the front."""
+    space = _space(
+        tmp_path, "lut",
+        **{"sites": ["layer3.0", "layer4.1"], "latency.mode": "lut+verify",
+           "latency.threads": 1, "search.trials": 4, "search.checkpoints": "none"},
+    )  # fmt: skip
+    events: list[str] = []
+    RayEngine(
+        space, evaluator=StandIn(real_latency=True), listener=lambda e, i: events.append(e)
+    ).run()
+    assert events.count("lut_ready") == 1 and events[-1] == "latency_checked"
+    table = LatencyLUT(space=space)  # the driver's, from the database
+    store = ResultsStore(space.storage, read_only=True)
+    done = store.candidates("e2e", states=["complete"])
+    assert len(done) == 4
+    for cand in done:
+        predicted = table.predict(Architecture(cand["architecture"])).median_ms
+        assert cand["latency"]["source"] == "lut"
+        assert cand["latency_ms"] == pytest.approx(predicted, abs=1e-9)
+    front = store.front("e2e")
+    assert front and all("measured_ms" in c["latency"] for c in front)
 
 
 @pytest.mark.parametrize("retries", [1, 0])

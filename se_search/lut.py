@@ -36,7 +36,7 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +53,14 @@ from se_search.backbones import Site
 from se_search.blocks import VARIANTS, SqueezeExcite
 from se_search.costs import Latency, device_name, measure_latency, resolve_device
 from se_search.space import SearchSpace
-from se_search.store import Base, StorageError, open_engine, redact, retry_racing
+from se_search.store import (
+    Base,
+    StorageError,
+    open_engine,
+    redact,
+    retry_racing,
+    transaction,
+)
 from se_search.surgery import build_model, check_variants
 
 __all__ = [
@@ -379,17 +386,8 @@ class LatencyLUT:
 
     # ------------------------------------------------------------------------- database
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def _session(self) -> AbstractContextManager[Session]:
+        return transaction(self._sessions)
 
     def _load(self) -> None:
         """Read this key's rows (another process may have stored some since)."""

@@ -21,6 +21,7 @@ from se_search.pareto import pareto_front
 from se_search.results import Results
 from se_search.space import backbone_sites
 from se_search.store import redact
+from se_search.verify import rank_agreement, verified_rows
 
 __all__ = ["build_report", "hypervolume_history", "site_heatmap", "write_report"]
 
@@ -208,7 +209,13 @@ def build_report(storage: str, study: str) -> str:
         loader=jinja2.FileSystemLoader(dashboards_dir()), autoescape=jinja2.select_autoescape()
     )
     shown = redact(storage)
+    verified = sorted(verified_rows(results.store, study), key=lambda r: -r["accuracy"])
+    tau, rho = rank_agreement(
+        [r["searched_accuracy"] for r in verified], [r["accuracy"] for r in verified]
+    )
     return env.get_template("report.html.j2").render(
+        verified=verified,
+        agreement={"tau": tau, "rho": rho},
         study=study,
         storage=shown,
         objectives=results.objectives,

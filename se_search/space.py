@@ -158,7 +158,7 @@ class SupernetSpec(_Section):
 
     epochs: PositiveInt = 6
     #: uniform: one random architecture per batch; sandwich: the largest, the smallest and
-    #: ``random_per_step`` random ones per batch, their gradients summed (Yu & Huang 2019).
+    #: ``random_per_step`` random ones per batch, their gradients averaged (Yu & Huang 2019).
     sampling: Literal["uniform", "sandwich"] = "sandwich"
     random_per_step: NonNegativeInt = 2
     #: Training batches whose statistics recalibrate BatchNorm before a candidate is scored.

@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,7 +49,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from se_search.errors import SESearchError
 
-__all__ = ["SCHEMA_VERSION", "ResultsStore", "StorageError", "redact", "sqlite_busy_timeout"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ResultsStore",
+    "StorageError",
+    "redact",
+    "sqlite_busy_timeout",
+    "transaction",
+]
 
 SCHEMA_VERSION = 2
 
@@ -255,18 +262,9 @@ class ResultsStore:
                     "se-search version that wrote it, or give a new --storage"
                 )
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> AbstractContextManager[Session]:
         """One transaction: committed on success, rolled back on any error."""
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return transaction(self._sessions)
 
     # ------------------------------------------------------------------------------- runs
 
@@ -484,6 +482,21 @@ class ResultsStore:
     def front(self, study_name: str) -> list[dict]:
         numbers = self.front_numbers(study_name)
         return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
+
+
+@contextmanager
+def transaction(sessions: sessionmaker) -> Iterator[Session]:
+    """A session from ``sessions`` as one transaction: committed on success, rolled back on
+    any error, closed either way."""
+    session = sessions()
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def retry_racing(action: Callable[[], Any], attempts: int = 5) -> Any:

@@ -23,8 +23,11 @@ has its own, and nothing at unselected sites) in which every selected site is a
 
 **Training** samples architectures per batch (``evaluation.supernet.sampling``): ``uniform``
 draws one; ``sandwich`` the largest, the smallest and ``random_per_step`` random ones, their
-gradients summed (Yu & Huang 2019). The checkpoint goes to the study's artifacts folder under
-a key of everything that shapes it, so later runs, resumes and Ray workers load it.
+gradients averaged (Yu & Huang 2019 sum them; the mean keeps a step as large as one
+network's, so ``evaluation.lr`` means the same as under ``train``: summed, ResNet-50's
+supernet stayed near chance for two epochs at lr 0.05). The checkpoint goes to the study's
+artifacts folder under a key of everything that shapes it, so later runs, resumes and Ray
+workers load it.
 
 **Scoring** a candidate: activate its choices, recalibrate BatchNorm's running statistics on
 ``calibration_batches`` training batches (shared weights leave the stored statistics wrong
@@ -320,10 +323,12 @@ def train_supernet(
         for images, labels in train_loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            for arch in _step_archs(space, rng):
+            archs = _step_archs(space, rng)
+            for arch in archs:
                 supernet.activate(arch)
                 loss = loss_fn(supernet(images), labels)
-                loss.backward()
+                # the mean over the step's architectures: a step as large as one network's
+                (loss / len(archs)).backward()
                 total += loss.detach()
             optimizer.step()
             schedule.step()

@@ -22,7 +22,7 @@ from se_search.pareto import pareto_front
 from se_search.space import SearchSpace, space_from_json
 from se_search.store import ResultsStore, StorageError, redact
 
-__all__ = ["VerifyReport", "rank_agreement", "verify"]
+__all__ = ["VerifyReport", "rank_agreement", "verified_rows", "verify"]
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -109,15 +109,21 @@ def verify(
     return _summarise(store, study, dict(space.objectives), trained)
 
 
-def _summarise(
-    store: ResultsStore, study: str, objectives: dict[str, str], trained: list[int]
-) -> VerifyReport:
+def verified_rows(store: ResultsStore, study: str) -> list[dict[str, Any]]:
+    """The study's verified trials: each candidate's record with ``accuracy`` the
+    stand-alone one, ``searched_accuracy`` the search's and ``on_front`` as stored."""
     searched = {c["trial_number"]: c for c in store.candidates(study, states=["complete"])}
-    rows = [
-        {**searched[v["trial_number"]], **v}  # accuracy: the stand-alone one
+    return [
+        {**searched[v["trial_number"]], **v}
         for v in store.verified(study)
         if v["trial_number"] in searched
     ]
+
+
+def _summarise(
+    store: ResultsStore, study: str, objectives: dict[str, str], trained: list[int]
+) -> VerifyReport:
+    rows = verified_rows(store, study)
     front = [r["trial_number"] for r in pareto_front(rows, objectives)]
     store.set_verified_front(study, set(front))
     for row in rows:

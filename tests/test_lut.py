@@ -22,6 +22,7 @@ from se_search.arch import Architecture
 from se_search.engines.local import LocalEngine
 from se_search.errors import ArchitectureError
 from se_search.lut import BASE_CHOICE, BASE_SITE, Conditions, LatencyEntryModel, LatencyLUT
+from se_search.report import build_report
 from se_search.space import SearchSpace, load_space
 from se_search.standin import StandIn
 from se_search.store import ResultsStore
@@ -229,6 +230,9 @@ def test_a_search_predicts_latencies_and_checks_the_front(tmp_path: Path) -> Non
         assert lat["measured_ms"] > 0
         expected_error = (cand["latency_ms"] - lat["measured_ms"]) / lat["measured_ms"]
         assert lat["error"] == pytest.approx(expected_error)
+    html = build_report(url, space.study_name)  # the report shows each check
+    for cand in front:
+        assert f'data-measured="{cand["latency"]["measured_ms"]}"' in html
     off_front = [c for c in done if c["trial_number"] not in {f["trial_number"] for f in front}]
     assert all("measured_ms" not in c["latency"] for c in off_front)
 

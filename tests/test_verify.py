@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
 from se_search.pareto import pareto_front
+from se_search.report import build_report
 from se_search.results import Results
 from se_search.space import load_space
 from se_search.store import ResultsStore, StorageError
@@ -106,3 +108,19 @@ def test_verify_cli_prints_the_agreement_and_refuses_an_unknown_study(
     result = runner.invoke(app, ["verify", "--study", "nope", "--storage", oneshot_study])
     assert result.exit_code == 2
     assert "no study 'nope'" in result.output and "e2e" in result.output
+
+
+def test_the_report_marks_verified_accuracies_and_the_verified_front(oneshot_study: str) -> None:
+    report = verify(oneshot_study, "e2e", top=2)  # trains nothing when the tests above ran
+    html = build_report(oneshot_study, "e2e")
+    table = html[html.index('<table id="verified">') :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(
+        r'<tr data-trial="(\d+)" data-on-front="(true|false)">(.*?)</tr>', table, re.S
+    )
+    assert {int(n) for n, _, _ in rows} == {r["trial_number"] for r in report.rows}
+    assert {int(n) for n, on, _ in rows if on == "true"} == set(report.front)
+    stand_alone = {r["trial_number"]: r["accuracy"] for r in report.rows}
+    for number, _, cells in rows:
+        assert f"<td>{stand_alone[int(number)]:.4f}</td>" in cells
+    assert f"Kendall tau {report.kendall_tau:.3f}" in html

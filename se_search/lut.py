@@ -78,8 +78,11 @@ BASE_SITE, BASE_CHOICE = "", "base"
 #: Whole-network measurements (``latency.repeats`` passes each) the base is the fastest of,
 #: spread over the table's fill.
 BASE_RUNS = 5
-#: The fewest interleaved rounds a delta is measured over, whatever ``latency.repeats`` says.
+#: The fewest interleaved rounds a delta (and timed passes the base) is measured over,
+#: whatever ``latency.repeats`` says.
 MIN_DELTA_ROUNDS = 40
+#: The fewest untimed passes before each of the base's measurements (a cold process is slow).
+MIN_BASE_WARMUP = 5
 #: The most replicas of one module a delta cycles through (see ``LatencyLUT._replicas``).
 MAX_REPLICAS = 64
 #: The most choices of one site measured together (each group also times the site as is).
@@ -457,16 +460,18 @@ class LatencyLUT:
 
     def _measure_base(self) -> tuple[float, float]:
         """``(median, iqr)`` of one whole-network measurement of the base, with the space's
-        settings, as a search measures a candidate. The base's entry is the fastest of
-        :data:`BASE_RUNS` of them: other processes only ever slow a run down."""
+        settings, as a search measures a candidate, but at least :data:`MIN_BASE_WARMUP`
+        untimed and :data:`MIN_DELTA_ROUNDS` timed passes: every prediction builds on it.
+        The base's entry is the fastest of :data:`BASE_RUNS` of them: other processes only
+        ever slow a run down."""
         cfg = self.space.latency
         lat = measure_latency(
             self._base_model,
             image_size=self.conditions.image_size,
             batch_size=self.conditions.batch_size,
             device=self.conditions.device,
-            warmup=cfg.warmup,
-            repeats=cfg.repeats,
+            warmup=max(cfg.warmup, MIN_BASE_WARMUP),
+            repeats=max(cfg.repeats, MIN_DELTA_ROUNDS),
             threads=self.conditions.threads,
         )
         return lat.median_ms, lat.iqr_ms

@@ -101,7 +101,7 @@ class SearchProgress:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]trials"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("best acc {task.fields[best]} · front {task.fields[front]}"),
@@ -132,7 +132,7 @@ class SearchProgress:
         if info["queued"]:
             self.console.print(f"queued the paper's references first: {', '.join(info['queued'])}")
         self.task = self.progress.add_task(
-            "search", total=info["target"], completed=info["finished"], best="-", front=0
+            "trials", total=info["target"], completed=info["finished"], best="-", front=0
         )
 
     def _on_trial_done(self, info: dict[str, Any]) -> None:
@@ -188,7 +188,7 @@ class SearchProgress:
         self.console.print(
             f"latency: filling the lookup table ({info['stored']} entries stored already)"
         )
-        self._lut_task = self.progress.add_task("lut", total=None, best="-", front="-")
+        self._lut_task = self.progress.add_task("latency table", total=None, best="-", front="-")
 
     def _on_lut_progress(self, info: dict[str, Any]) -> None:
         self.progress.update(self._lut_task, total=info["total"], completed=info["done"])

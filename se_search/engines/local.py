@@ -47,8 +47,8 @@ class LocalEngine:
     ) -> None:
         self.space = space
         self.storage = storage or space.storage
-        self.evaluator = evaluator or Evaluator(space, storage=self.storage)
-        if self.evaluator.storage is None:
+        self.evaluator = evaluator or Evaluator(space)
+        if self.evaluator.storage is None:  # the lookup table lives in the results database
             self.evaluator.storage = self.storage
         self.listener = listener or (lambda event, info: None)
         self.recorder = StudyRecorder(space, self.storage)

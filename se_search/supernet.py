@@ -239,30 +239,27 @@ def _se_params(site: Site, choice: SEChoice) -> int:
     return 2 * c * squeeze_width(c, choice.reduction or 1)
 
 
-def largest(space: SearchSpace) -> Architecture:
-    """At every site the option with the most SE parameters (the widest block)."""
+def _extreme(space: SearchSpace, pick: Callable[..., SEChoice]) -> Architecture:
+    """At every site the option ``pick`` (``max`` or ``min``) takes by SE parameters."""
     return Architecture(
         {
-            site.name: max(
+            site.name: pick(
                 (o for v in space.variants_at(site) for o in _block_options(space, v)),
                 key=lambda o, site=site: _se_params(site, o),
             )
             for site in space.selected_sites
         }
     )
+
+
+def largest(space: SearchSpace) -> Architecture:
+    """At every site the option with the most SE parameters (the widest block)."""
+    return _extreme(space, max)
 
 
 def smallest(space: SearchSpace) -> Architecture:
     """At every site the option with the fewest SE parameters (``none`` where offered)."""
-    return Architecture(
-        {
-            site.name: min(
-                (o for v in space.variants_at(site) for o in _block_options(space, v)),
-                key=lambda o, site=site: _se_params(site, o),
-            )
-            for site in space.selected_sites
-        }
-    )
+    return _extreme(space, min)
 
 
 def _step_archs(space: SearchSpace, rng: random.Random) -> list[Architecture]:

@@ -117,9 +117,12 @@ def test_two_concurrent_runs_record_every_trial_once(storage: str, tmp_path: Pat
         exe, "run", "--space", str(ASSETS / "e2e.yaml"), "--storage", storage, "--trials", "4",
         "--set", f"search.study={study}",
     ]  # fmt: skip
+    # One intra-op thread each: two processes with two threads each on two cores spend
+    # most of their time waiting for each other's threads (what is tested is the database).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, env=env)
         for _ in range(2)
     ]  # fmt: skip
     outputs = [p.communicate(timeout=600) for p in procs]

@@ -50,7 +50,7 @@ from torch import nn
 
 from se_search.arch import Architecture, SEChoice
 from se_search.backbones import Site
-from se_search.blocks import VARIANTS, SqueezeExcite
+from se_search.blocks import VARIANTS
 from se_search.costs import Latency, device_name, measure_latency, resolve_device
 from se_search.space import SearchSpace
 from se_search.store import (
@@ -61,7 +61,7 @@ from se_search.store import (
     retry_racing,
     transaction,
 )
-from se_search.surgery import build_model, check_variants
+from se_search.surgery import build_model, check_variants, se_block
 
 __all__ = [
     "BASE_CHOICE",
@@ -362,8 +362,8 @@ class LatencyLUT:
     def fill(self, progress: Progress | None = None) -> int:
         """Measure every entry of the space not stored yet; the number measured.
 
-        ``progress(done, total)`` is called after the base and after each group of a
-        site's entries (:data:`GROUP_SIZE`).
+        ``progress(done, total)`` is called after each group of a site's entries
+        (:data:`GROUP_SIZE`) and, last, after the base.
         """
         keys = [(BASE_SITE, self.base_choice)] + [
             (name, str(choice))
@@ -521,15 +521,7 @@ class LatencyLUT:
 
     def _with_choice(self, block: nn.Module, site: Site, choice: SEChoice) -> nn.Module:
         """A copy of the site's ``block`` with ``choice`` applied, as ``insert_se`` does."""
-        se = None
-        if choice.adds_block:
-            se = SqueezeExcite(
-                site.channels(choice.variant),
-                reduction=choice.reduction,
-                squeeze=choice.squeeze,
-                gate=choice.gate,
-                act=site.act,
-            ).to(self._device)
+        se = se_block(site, choice)
         wrapped = self.space.family.wrap(copy.deepcopy(block), se, choice.variant)
         return wrapped.to(self._device).eval()
 

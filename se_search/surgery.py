@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from se_search.arch import Architecture
+from se_search.arch import Architecture, SEChoice
 from se_search.backbones import Site, get_backbone
 from se_search.blocks import IDENTITY_GAIN, SqueezeExcite
 from se_search.errors import ArchitectureError, BackboneError
@@ -62,23 +62,29 @@ def insert_se(
         choice = arch.choice(name)
         if choice.variant == "keep" or (choice.is_none and not site.existing):
             continue  # the site stays as the backbone has it
-        se = None
-        if choice.adds_block:
-            try:
-                se = SqueezeExcite(
-                    site.channels(choice.variant),
-                    reduction=choice.reduction,
-                    squeeze=choice.squeeze,
-                    gate=choice.gate,
-                    act=site.act,
-                    gain=IDENTITY_GAIN if init == "identity" else 1.0,
-                )
-            except ValueError as err:
-                raise ArchitectureError(f"site {name} ({choice}): {err}") from None
-            if init == "identity":
-                se.start_as_identity()
-        family.apply(out, site, se, choice.variant)
+        family.apply(out, site, se_block(site, choice, init=init), choice.variant)
     return out
+
+
+def se_block(site: Site, choice: SEChoice, *, init: SEInit = "default") -> SqueezeExcite | None:
+    """The new SE block ``choice`` puts at ``site`` (``None`` for a choice that adds none),
+    started as ``init`` says (see :func:`insert_se`)."""
+    if not choice.adds_block:
+        return None
+    try:
+        se = SqueezeExcite(
+            site.channels(choice.variant),
+            reduction=choice.reduction,
+            squeeze=choice.squeeze,
+            gate=choice.gate,
+            act=site.act,
+            gain=IDENTITY_GAIN if init == "identity" else 1.0,
+        )
+    except ValueError as err:
+        raise ArchitectureError(f"site {site.name} ({choice}): {err}") from None
+    if init == "identity":
+        se.start_as_identity()
+    return se
 
 
 def check_variants(arch: Architecture, sites: Iterable[Site]) -> None:

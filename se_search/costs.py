@@ -26,7 +26,7 @@ from torchvision.ops import SqueezeExcitation
 
 from se_search.arch import Architecture, SEChoice
 from se_search.backbones import BackboneFamily, Site
-from se_search.blocks import VARIANTS, ChannelScale, Squeeze, squeeze_width
+from se_search.blocks import VARIANTS, ChannelScale, PointwiseConv, Squeeze, squeeze_width
 
 __all__ = [
     "FLOP_RULES",
@@ -47,11 +47,18 @@ def _per_output_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tens
     m.total_ops += y.numel()
 
 
+def _as_conv(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    from thop.vision.basic_hooks import count_convNd  # thop matches exact types only
+
+    count_convNd(m, x, y)
+
+
 #: thop rules for what thop itself counts as free. torchvision's own SE block (in
 #: MobileNetV3, EfficientNet, RegNetY) is charged its scale here; thop counts its children.
 FLOP_RULES: dict[type[nn.Module], Any] = {
     Squeeze: _per_input_element,
     ChannelScale: _per_input_element,
+    PointwiseConv: _as_conv,
     nn.Sigmoid: _per_output_element,
     nn.Hardsigmoid: _per_output_element,
     SqueezeExcitation: _per_input_element,

@@ -55,7 +55,7 @@ from torch import nn
 
 from se_search.arch import Architecture, SEChoice
 from se_search.backbones import Site
-from se_search.blocks import SQUEEZES, VARIANTS, SqueezeExcite, squeeze_width
+from se_search.blocks import SQUEEZES, VARIANTS, SqueezeExcite, pointwise, squeeze_width
 from se_search.space import SearchSpace
 from se_search.surgery import build_backbone, build_model, insert_se
 from se_search.train import Diverged, make_optimizer
@@ -93,11 +93,11 @@ class SlimmableSE(SqueezeExcite):
         self.hidden = squeeze_width(self.channels, choice.reduction)
         self.squeeze_mode, self.gate_name = choice.squeeze, choice.gate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def excite(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden
-        z = F.conv2d(SQUEEZES[self.squeeze_mode](x), self.fc1.weight[:h], self.fc1.bias[:h])
-        z = F.conv2d(self.act(z), self.fc2.weight[:, :h], self.fc2.bias)
-        return self.scale(x, GATE_FUNCTIONS[self.gate_name](z))
+        z = pointwise(SQUEEZES[self.squeeze_mode](x), self.fc1.weight[:h], self.fc1.bias[:h])
+        z = pointwise(self.act(z), self.fc2.weight[:, :h], self.fc2.bias)
+        return GATE_FUNCTIONS[self.gate_name](z)
 
 
 def shared_twin(module: nn.Module) -> nn.Module:

@@ -68,3 +68,123 @@ def test_variant_registry_matches_the_paper() -> None:
     # Table 14: every integration variant beats no SE; identity is the paper's best.
     errs = {name: VARIANTS[name].paper_top1_err for name in paper}
     assert min(errs, key=errs.get) == "identity" and max(errs, key=errs.get) == "none"
+
+
+# ------------------------------------------------------------------- the fused forwards
+
+RESIDUAL = ("standard", "pre", "post", "identity")
+# (model, site): a Bottleneck with a projection shortcut, a BasicBlock without one.
+FUSED_BLOCKS = {"bottleneck": ("resnet50", "layer2.0"), "basic": ("resnet18", "layer1.1")}
+
+
+def _se_block(case: str, variant: str, *, gate: str = "sigmoid", gain: float = 1.0) -> nn.Module:
+    from torchvision.models import get_model
+
+    from se_search.backbones import get_backbone
+
+    model, name = FUSED_BLOCKS[case]
+    torch.manual_seed(0)
+    net = get_model(model, num_classes=10)
+    family = get_backbone(model)
+    site = {s.name: s for s in family.list_sites(net)}[name]
+    block = net.get_submodule(name)
+    with torch.no_grad():  # non-trivial BN statistics and gates far from 0.5
+        for m in block.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    se = SqueezeExcite(site.channels(variant), reduction=4, gate=gate, gain=gain)
+    nn.init.normal_(se.fc2.bias)
+    return family.wrap(block, se, variant)
+
+
+def _both(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    block.fused = True
+    fused = block(x)
+    block.fused = False
+    return fused, block(x)
+
+
+@pytest.mark.parametrize("case", FUSED_BLOCKS)
+@pytest.mark.parametrize("variant", RESIDUAL)
+@pytest.mark.parametrize(("gate", "gain"), [("sigmoid", 1.0), ("hardsigmoid", 2.0)])
+def test_fused_forward_matches_the_reference_in_inference(
+    case: str, variant: str, gate: str, gain: float
+) -> None:
+    block = _se_block(case, variant, gate=gate, gain=gain).eval()
+    x = torch.randn(2, block.conv1.in_channels, 12, 12)
+    kept = x.clone()
+    with torch.inference_mode():
+        fused, reference = _both(block, x)
+        block.se = nn.Identity()  # the same block without its SE block
+        block.fused = False
+        without = block(x)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+    assert not torch.allclose(reference, without, atol=1e-2)  # the SE block does something
+    assert torch.equal(x, kept)  # in-place writes never touch the block's input
+
+
+@pytest.mark.parametrize("case", FUSED_BLOCKS)
+@pytest.mark.parametrize("variant", RESIDUAL)
+def test_fused_forward_matches_the_reference_in_training_with_its_gradients(
+    case: str, variant: str
+) -> None:
+    block = _se_block(case, variant).train()
+    x = torch.randn(4, block.conv1.in_channels, 8, 8)
+    results = []
+    for fused in (True, False):
+        block.fused = fused
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        out = block(xi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in block.named_parameters()}
+        results.append((out.detach(), xi.grad, grads))
+    (out_f, dx_f, grads_f), (out_r, dx_r, grads_r) = results
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx_f, dx_r, rtol=1e-4, atol=1e-5)
+    assert grads_f.keys() == grads_r.keys() and any(k.startswith("se.") for k in grads_f)
+    for name in grads_f:
+        torch.testing.assert_close(grads_f[name], grads_r[name], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_se_resnet50_matches_the_reference_and_keeps_channels_last() -> None:
+    from se_search.arch import Architecture
+    from se_search.backbones import get_backbone
+    from se_search.blocks import set_fused
+    from se_search.surgery import insert_se
+
+    torch.manual_seed(0)
+    from torchvision.models import get_model
+
+    plain = get_model("resnet50", num_classes=10)
+    sites = [s.name for s in get_backbone("resnet50").list_sites(plain)]
+    choices = ["standard:16", "pre:8", "post:4", "identity:16"]
+    arch = Architecture({name: choices[i % 4] for i, name in enumerate(sites)})
+    model = insert_se(plain, arch, backbone="resnet50").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert set_fused(model, True) == 16
+        fused = model(x)
+        set_fused(model, False)
+        reference = model(x)
+        model.to(memory_format=torch.channels_last)
+        set_fused(model, True)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        block_out = model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x_cl)))))
+        fused_cl = model(x_cl)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused_cl, reference, rtol=0, atol=1e-5)
+    assert block_out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pointwise_conv_is_a_1x1_convolution_on_any_map() -> None:
+    from se_search.blocks import PointwiseConv
+
+    conv = PointwiseConv(6, 3)
+    for shape in [(4, 6, 1, 1), (2, 6, 5, 7)]:
+        x = torch.randn(shape)
+        expected = nn.functional.conv2d(x, conv.weight, conv.bias)
+        torch.testing.assert_close(conv(x), expected)
+    assert set(conv.state_dict()) == {"weight", "bias"} and conv.weight.shape == (3, 6, 1, 1)

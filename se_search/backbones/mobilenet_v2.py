@@ -60,7 +60,13 @@ def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tens
     return identity + out  # torchvision's ``x + self.conv(x)``: no activation after it
 
 
-_PARTS = ResidualParts(_branch, _shortcut, _join)
+def _scaled_join(
+    m: nn.Module, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
+) -> torch.Tensor:
+    return m.se.scale(out, scale, add=other, out=into)  # out * scale + other
+
+
+_PARTS = ResidualParts(_branch, _shortcut, _join, _scaled_join)
 
 
 def _depthwise(block: nn.Module) -> nn.Sequential:

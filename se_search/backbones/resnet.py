@@ -36,9 +36,15 @@ def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tens
     return m.relu(out)
 
 
+def _scaled_join(
+    m: nn.Module, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
+) -> torch.Tensor:
+    return m.relu(m.se.scale(out, scale, add=other, out=into))  # relu(out * scale + other)
+
+
 _PARTS: dict[type[nn.Module], tuple[ResidualParts, str]] = {
-    BasicBlock: (ResidualParts(_basic_branch, _shortcut, _join), "bn2"),
-    Bottleneck: (ResidualParts(_bottleneck_branch, _shortcut, _join), "bn3"),
+    BasicBlock: (ResidualParts(_basic_branch, _shortcut, _join, _scaled_join), "bn2"),
+    Bottleneck: (ResidualParts(_bottleneck_branch, _shortcut, _join, _scaled_join), "bn3"),
 }
 
 

@@ -115,8 +115,11 @@ def test_residual_variants_at_a_block_with_a_skip(blocks: nn.Module, variant: st
     block, wrapped, x = _case(blocks, "features.5", variant)
     assert isinstance(wrapped, ResidualSE) and wrapped.conv is not block.conv
     with torch.no_grad():
+        fused = wrapped(x)
+        wrapped.fused = False
         y = wrapped(x)
         assert torch.equal(y, RESIDUAL_FORMULAS[variant](wrapped, x))
+        torch.testing.assert_close(fused, y, rtol=0, atol=1e-5)
         assert not torch.allclose(y, block(x), atol=1e-3)  # the SE block changes something
         others = [f(wrapped, x) for v, f in RESIDUAL_FORMULAS.items() if v != variant]
         assert not any(torch.allclose(y, o, atol=1e-3) for o in others)

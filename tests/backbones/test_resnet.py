@@ -80,7 +80,9 @@ def _wrap(block: nn.Module, variant: str) -> ResidualSE:
         channels = block.conv1.in_channels if variant == "pre" else block.bn3.num_features
     se = SqueezeExcite(channels, reduction=4)
     nn.init.normal_(se.fc2.bias)  # a gate far from 0.5 everywhere, so misplacements show
-    return RESNET.wrap(block, se, variant).eval()
+    wrapped = RESNET.wrap(block, se, variant).eval()
+    wrapped.fused = False  # the reference forward calls ``se`` as one module, which _trace sees
+    return wrapped
 
 
 def _events(events: list[tuple[str, Any, Any]], name: str) -> list[tuple[Any, Any]]:

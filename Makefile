@@ -25,6 +25,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check se_search tests benchmarks dashboards
 	$(VENV)/bin/ruff format --check se_search tests benchmarks dashboards
 
-bench: $(STAMP)  ## SE overhead over plain ResNet-50, beside timm's seresnet50
-	$(PY) -m pip install -q "timm>=1.0"
-	$(PY) benchmarks/se_overhead.py
+bench: $(STAMP)  ## SE overhead over plain ResNet-50 in every form, beside timm's; training
+	$(VENV)/bin/se-search bench --json bench.json

@@ -39,6 +39,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+# The bench's forms and references, named here so that --help needs no torch import.
+FORM_NAMES = ("eager", "channels_last", "compiled", "torchscript", "onnxruntime")
+REFERENCE_NAMES = ("timm", "torchvision", "unfused")
+
 SpaceOpt = Annotated[
     str,
     typer.Option(
@@ -441,6 +445,122 @@ def dashboard(
         highlight=False,
     )
     serve(storage, host=host, port=port, artifacts=artifacts if artifacts.exists() else None)
+
+
+@app.command()
+def bench(
+    device: Annotated[
+        str, typer.Option(help="all (the CPU, and CUDA when present), cpu, cuda or cuda:N.")
+    ] = "all",
+    batch: Annotated[
+        list[int] | None, typer.Option(min=1, help="Batch sizes timed (repeatable; 1 and 8).")
+    ] = None,
+    image_size: Annotated[int, typer.Option(min=8, help="Input height and width.")] = 224,
+    rounds: Annotated[int, typer.Option(min=4, help="Interleaved rounds per batch size.")] = 20,
+    forms: Annotated[
+        str, typer.Option(help="Comma-separated forms timed: " + ", ".join(FORM_NAMES) + ".")
+    ] = ",".join(FORM_NAMES),
+    references: Annotated[
+        str, typer.Option(help="Comma-separated references: " + ", ".join(REFERENCE_NAMES) + ".")
+    ] = ",".join(REFERENCE_NAMES),
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Also compare training throughput.")
+    ] = True,
+    train_steps: Annotated[int, typer.Option(min=2, help="Batches per timed epoch.")] = 20,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")
+    ] = None,
+) -> None:
+    """Latency overhead of SE-ResNet-50 over ResNet-50 in every form, beside timm's and
+    torchvision's SE blocks, in one interleaved run; and training throughput."""
+    import dataclasses
+
+    import torch
+
+    from se_search import bench as b
+
+    if device == "all":
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] * torch.cuda.is_available())
+    else:
+        from se_search.costs import resolve_device
+
+        devices = [resolve_device(device)]
+    chosen_forms = [f for f in forms.split(",") if f]
+    chosen_refs = [r for r in references.split(",") if r]
+    record: dict[str, Any] = {}
+    for dev in devices:
+        console.print(f"[bold]{b.describe_device(dev)}[/], {image_size}x{image_size}")
+        with console.status("preparing") as status:
+            ratios, skipped = b.latency_ratios(
+                device=dev,
+                batches=batch or [1, 8],
+                image_size=image_size,
+                rounds=rounds,
+                forms=chosen_forms,
+                references=chosen_refs,
+                progress=lambda message: status.update(message),
+            )
+        _ratio_tables(ratios, dev)
+        for what, why in skipped.items():
+            console.print(f"  {what} left out: {why}", highlight=False)
+        entry: dict[str, Any] = {
+            "device": b.describe_device(dev),
+            "ratios": [dataclasses.asdict(r) for r in ratios],
+            "skipped": skipped,
+        }
+        if train:
+            with console.status("training") as status:
+                tp = b.training_throughput(
+                    device=dev, steps=train_steps, progress=lambda m: status.update(m)
+                )
+            console.print(
+                f"training SE-ResNet-50 (batch 64, 32x32, images/s of the last epoch's steps): "
+                f"bare loop {tp.bare:.1f}, train strategy {tp.strategy:.1f}, "
+                f"ratio {tp.ratio:.3f}"
+                + (" (target at least 0.80)" if dev.type == "cuda" else ""),
+                highlight=False,
+            )
+            entry["training"] = {**dataclasses.asdict(tp), "ratio": tp.ratio}
+        record[str(dev)] = entry
+    if json_out is not None:
+        json_out.write_text(json.dumps(record, indent=2))
+        console.print(f"figures written to {json_out}", highlight=False)
+
+
+def _ratio_tables(ratios: list[Any], dev: Any) -> None:
+    from se_search.bench import REFERENCES
+
+    target = 1.03 if dev.type == "cuda" else 1.05
+    for batch in sorted({r.batch for r in ratios}):
+        table = Table(title=f"batch {batch}: SE model / plain model, median of per-round ratios")
+        for column in ("SE-ResNet-50", "form", "plain ms", "SE ms", "ratio", "IQR", "vs timm"):
+            table.add_column(
+                column, justify="left" if column in {"SE-ResNet-50", "form"} else "right"
+            )
+        rows = [r for r in ratios if r.batch == batch]
+        timm = {r.form: r.median for r in rows if r.label == "timm"}
+        for r in rows:
+            name = r.label
+            versus = ""
+            if r.label == "se-search" and r.form in timm:
+                versus = "better" if r.median <= timm[r.form] else "worse"
+            mark = " *" if r.label == "se-search" and batch == 8 and r.median <= target else ""
+            table.add_row(
+                name,
+                r.form,
+                f"{r.plain_ms:.2f}",
+                f"{r.se_ms:.2f}",
+                f"{r.median:.3f}{mark}",
+                f"{r.q1:.3f}-{r.q3:.3f}",
+                versus,
+            )
+        console.print(table)
+    console.print(
+        f"  * at batch 8: within the target overhead of {target} on {dev.type}\n"
+        "  se-search: standard:16 at all 16 blocks, over torchvision's resnet50; "
+        + "; ".join(f"{key}: {description}" for key, (description, _) in REFERENCES.items()),
+        highlight=False,
+    )
 
 
 @app.command()

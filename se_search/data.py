@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,15 @@ from torchvision import transforms as T
 from se_search.errors import SESearchError
 from se_search.space import DataSpec
 
-__all__ = ["DATASETS", "DEFAULT_ROOT", "DataBundle", "load_data", "make_loader"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_ROOT",
+    "DEVICE_DATA_BYTES",
+    "DataBundle",
+    "TensorLoader",
+    "load_data",
+    "make_loader",
+]
 
 #: Where downloaded data sets go when ``data.root`` is not set.
 DEFAULT_ROOT = Path("~/.cache/se_search/data").expanduser()
@@ -66,13 +74,30 @@ def load_data(spec: DataSpec, *, seed: int) -> DataBundle:
     return DATASETS[spec.dataset](spec, seed)
 
 
+#: An in-memory data set up to this size is held on the training device (see TensorLoader).
+DEVICE_DATA_BYTES = 2 << 30
+
+
 def make_loader(
-    dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
-) -> DataLoader:
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+) -> DataLoader | TensorLoader:
     """A loader whose batch order depends on ``seed`` alone, not on the global RNG.
 
-    The generator also seeds the workers, so random augmentations in workers repeat too.
+    An in-memory data set (a ``TensorDataset``, as ``digits`` and ``synthetic`` are) of at most
+    :data:`DEVICE_DATA_BYTES` gets a :class:`TensorLoader` that holds it on ``device`` (the
+    CPU when not given); anything else a ``DataLoader``, whose generator also seeds the
+    workers, so random augmentations in workers repeat too.
     """
+    if isinstance(dataset, TensorDataset) and _nbytes(dataset) <= DEVICE_DATA_BYTES:
+        return TensorLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, device=device
+        )
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -84,6 +109,52 @@ def make_loader(
         persistent_workers=num_workers > 0,
         drop_last=False,
     )
+
+
+def _nbytes(dataset: TensorDataset) -> int:
+    return sum(t.numel() * t.element_size() for t in dataset.tensors)
+
+
+class TensorLoader:
+    """Batches of a ``TensorDataset`` held on the training device.
+
+    The tensors are copied to ``device`` once; a batch is then an index into them, on the
+    device: no per-sample Python, no collation, no host-to-device copy per step (on a GPU,
+    a step never waits for the host). The order of each epoch is ``torch.randperm`` from a
+    generator seeded with ``seed``, so it depends on ``seed`` alone. Iterating yields
+    ``(images, labels)`` like a ``DataLoader`` over the same set, the last batch smaller.
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDataset,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device or "cpu")
+        self.tensors = tuple(t.to(self.device) for t in dataset.tensors)
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.tensors[0]) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.tensors[0])
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.device, non_blocking=True)
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
+            else:
+                index = order[start : start + self.batch_size]
+                yield tuple(t[index] for t in self.tensors)
 
 
 # ----------------------------------------------------------------------------- in memory

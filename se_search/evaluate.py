@@ -202,9 +202,15 @@ class Evaluator:
                 shuffle=True,
                 seed=seed,
                 num_workers=workers,
+                device=self.device,
             ),
             val_loader=make_loader(
-                self.data.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=workers
+                self.data.val,
+                batch_size=batch_size,
+                shuffle=False,
+                seed=seed,
+                num_workers=workers,
+                device=self.device,
             ),
             epochs=ev.epochs,
             lr=ev.lr,
@@ -212,6 +218,7 @@ class Evaluator:
             weight_decay=ev.weight_decay,
             device=self.device,
             report=report,
+            compile=ev.compile,
         )
         return result, model
 

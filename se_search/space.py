@@ -175,6 +175,7 @@ class EvaluationSpec(_Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
+    compile: bool = False  # train through torch.compile (pays off on a GPU, for long runs)
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     supernet: SupernetSpec = SupernetSpec()
 

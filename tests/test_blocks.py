@@ -179,12 +179,27 @@ def test_fused_se_resnet50_matches_the_reference_and_keeps_channels_last() -> No
     assert block_out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_pointwise_conv_is_a_1x1_convolution_on_any_map() -> None:
+def test_pointwise_conv_is_a_1x1_convolution_of_a_squeezed_map_and_refuses_others() -> None:
     from se_search.blocks import PointwiseConv
 
     conv = PointwiseConv(6, 3)
-    for shape in [(4, 6, 1, 1), (2, 6, 5, 7)]:
-        x = torch.randn(shape)
-        expected = nn.functional.conv2d(x, conv.weight, conv.bias)
-        torch.testing.assert_close(conv(x), expected)
+    x = torch.randn(4, 6, 1, 1)
+    torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias))
     assert set(conv.state_dict()) == {"weight", "bias"} and conv.weight.shape == (3, 6, 1, 1)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        conv(torch.randn(2, 6, 5, 7))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", RESIDUAL)
+def test_fused_forward_matches_the_reference_on_cuda_channels_last_and_bf16(variant: str) -> None:
+    block = _se_block("bottleneck", variant).eval().cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(4, block.conv1.in_channels, 14, 14, device="cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fused, reference = _both(block, x)
+        torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fused_bf16, reference_bf16 = _both(block, x)
+    torch.testing.assert_close(fused_bf16.float(), reference_bf16.float(), rtol=2e-2, atol=2e-2)

@@ -169,3 +169,29 @@ def test_make_loader_order_depends_on_the_seed_alone() -> None:
     assert not torch.equal(first, _label_order(train, seed=8))
     assert len(first) == len(train)  # drop_last=False keeps the short last batch
     assert torch.equal(_label_order(train, seed=7, shuffle=False), train.tensors[1])
+
+
+def test_in_memory_sets_get_a_tensor_loader_that_yields_every_sample_once() -> None:
+    from se_search.data import TensorLoader
+
+    images = torch.arange(10 * 3 * 2 * 2, dtype=torch.float32).view(10, 3, 2, 2)
+    dataset = TensorDataset(images, torch.arange(10))
+    loader = make_loader(dataset, batch_size=4, shuffle=True, seed=0, device="cpu")
+    assert isinstance(loader, TensorLoader) and len(loader) == 3
+    for _ in range(2):  # each epoch a new order, each a permutation of the whole set
+        batches = list(loader)
+        assert [len(labels) for _, labels in batches] == [4, 4, 2]
+        labels = torch.cat([b for _, b in batches])
+        assert sorted(labels.tolist()) == list(range(10))
+        assert torch.equal(torch.cat([x for x, _ in batches]), images[labels])  # pairs kept
+    epochs = [torch.cat([b for _, b in loader]) for _ in range(3)]
+    assert not all(torch.equal(epochs[0], e) for e in epochs[1:])
+
+
+def test_a_data_set_that_is_not_in_memory_keeps_a_dataloader() -> None:
+    from torch.utils.data import DataLoader, Subset
+
+    dataset = Subset(TensorDataset(torch.zeros(6, 1), torch.arange(6)), range(6))
+    loader = make_loader(dataset, batch_size=4, shuffle=False, seed=0)
+    assert isinstance(loader, DataLoader)
+    assert torch.cat([b for _, b in loader]).tolist() == list(range(6))

@@ -188,30 +188,26 @@ class Evaluator:
     ) -> tuple[TrainResult, nn.Module]:
         from se_search.data import make_loader
 
-        ev, seed = self.space.evaluation, self.space.search.seed
-        batch_size, workers = self.space.data.batch_size, self.space.data.num_workers
+        ev, seed, spec = self.space.evaluation, self.space.search.seed, self.space.data
         torch.manual_seed(seed)  # every candidate starts from the same random state
         model = build_model(self.space, arch)
         if ev.zero_init_residual and ev.strategy != "finetune":  # keep the pretrained function
             zero_init_residual(model, self.space)
+
+        def loader(dataset: Any, shuffle: bool) -> Any:
+            return make_loader(
+                dataset,
+                batch_size=spec.batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                num_workers=spec.num_workers,
+                device=self.device,
+            )
+
         result = train_and_evaluate(
             model,
-            train_loader=make_loader(
-                self.data.train,
-                batch_size=batch_size,
-                shuffle=True,
-                seed=seed,
-                num_workers=workers,
-                device=self.device,
-            ),
-            val_loader=make_loader(
-                self.data.val,
-                batch_size=batch_size,
-                shuffle=False,
-                seed=seed,
-                num_workers=workers,
-                device=self.device,
-            ),
+            train_loader=loader(self.data.train, True),
+            val_loader=loader(self.data.val, False),
             epochs=ev.epochs,
             lr=ev.lr,
             momentum=ev.momentum,

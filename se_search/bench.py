@@ -32,7 +32,7 @@ from torch import nn
 
 from se_search.arch import Architecture
 from se_search.backbones import get_backbone
-from se_search.blocks import set_fused
+from se_search.blocks import ResidualSE, set_fused
 from se_search.costs import device_name
 from se_search.errors import SESearchError
 
@@ -87,7 +87,9 @@ def _exported(model: nn.Module, fmt: str, x: torch.Tensor, workdir: Path) -> Pat
     arch = getattr(model, "se_search_arch", None)
     if arch is None:
         raise Unavailable("only se-search's own models are exported")
-    path = workdir / f"{arch.hash}-{x.shape[0]}.{fmt}"
+    path = workdir / f"{arch.hash}.{fmt}"  # batch-agnostic: exported once per run
+    if path.exists():
+        return path
     return export_model(
         model,
         backbone=BACKBONE,
@@ -177,7 +179,7 @@ def _torchvision_se_pair() -> tuple[nn.Module, nn.Module]:
 
     plain, ours = se_resnet50_pair()
     for block in ours.modules():
-        if hasattr(block, "se") and hasattr(block, "fused"):
+        if isinstance(block, ResidualSE):
             block.se = SqueezeExcitation(block.se.channels, block.se.channels // 16)
     set_fused(ours, False)
     return plain, ours

@@ -115,7 +115,7 @@ def test_two_concurrent_runs_record_every_trial_once(storage: str, tmp_path: Pat
     exe = str(Path(sys.executable).with_name("se-search"))
     command = [
         exe, "run", "--space", str(ASSETS / "e2e.yaml"), "--storage", storage, "--trials", "4",
-        "--set", f"search.study={study}",
+        "--set", f"search.study={study}", "--set", "data.image_size=8",  # cheap trials
     ]  # fmt: skip
     # One intra-op thread each: two processes with two threads each on two cores spend
     # most of their time waiting for each other's threads (what is tested is the database).

@@ -11,7 +11,8 @@ it again. This script exports se-search's ResNet-50 and SE-ResNet-50 (``standard
 the node counts of each graph after ORT's optimisation (``ReorderInput``/``ReorderOutput``
 are the layout conversions, each a full pass over a feature map), checks every rewrite
 gives the same logits, and times all of them interleaved (every session once per round,
-the order rotating; the median of the per-round ratios over plain ResNet-50 and its IQR):
+the order rotating; the median of the per-round ratios over plain ResNet-50 and its IQR,
+all as ``se-search bench`` does):
 
 - ``shipped``: the export as it is (excitation as ``Gemm``);
 - ``conv``: the excitation as 1×1 ``Conv`` (NCHWc convolutions with fused activations);
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,9 @@ from onnx import helper, numpy_helper, shape_inference
 from torch.nn import functional as F
 
 from se_search import blocks
-from se_search.bench import _exported, se_resnet50_pair
+from se_search.bench import _exported, _interleaved, _ratios, se_resnet50_pair
+
+CPU = torch.device("cpu")
 
 
 def _export(model: torch.nn.Module, x: torch.Tensor, workdir: Path) -> onnx.ModelProto:
@@ -138,30 +139,26 @@ def main() -> None:
                 n.op_type for n in onnx.load(str(work / f"{name}.opt.onnx")).graph.node
             )
             print(f"{name:11s} after ORT's optimisation: {dict(sorted(ops.items()))}")
-        reference = sessions["shipped"].run(None, feed)[0]
-        for name in graphs:
-            if name != "plain":
-                diff = np.abs(sessions[name].run(None, feed)[0] - reference).max()
-                print(f"{name:11s} max |logits - shipped| {diff:.2e}")
-                assert diff < 1e-4, name
-
         names = list(sessions)
-        for session in sessions.values():
-            session.run(None, feed)  # warm-up
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(args.rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
-                sessions[name].run(None, feed)
-                times[name].append(time.perf_counter() - start)
-        print(f"\nbatch {args.batch}, 224x224, {args.rounds} rounds, over plain ResNet-50:")
+        reference = sessions["shipped"].run(None, feed)[0]
         for name in names[1:]:
-            ratios = [a / b for a, b in zip(times[name], times["plain"], strict=True)]
-            q1, _, q3 = statistics.quantiles(ratios, n=4)
+            diff = np.abs(sessions[name].run(None, feed)[0] - reference).max()
+            print(f"{name:11s} max |logits - shipped| {diff:.2e}")
+            assert diff < 1e-4, name
+
+        runners = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
+        times = _interleaved(
+            runners, CPU, rounds=args.rounds, warmup=1, progress=lambda message: None
+        )
+        paired = {}  # each rewrite beside plain ResNet-50, as se-search bench pairs them
+        for name in names[1:]:
+            paired[(name, "onnxruntime", 0)] = times["plain"]
+            paired[(name, "onnxruntime", 1)] = times[name]
+        print(f"\nbatch {args.batch}, 224x224, {args.rounds} rounds, over plain ResNet-50:")
+        for r in _ratios(paired, args.batch):
             print(
-                f"  {name:11s} {statistics.median(ratios):.3f}  (IQR {q1:.3f}-{q3:.3f}; "
-                f"{1e3 * statistics.median(times[name]):.0f} against "
-                f"{1e3 * statistics.median(times['plain']):.0f} ms)"
+                f"  {r.label:11s} {r.median:.3f}  (IQR {r.q1:.3f}-{r.q3:.3f}; "
+                f"{r.se_ms:.0f} against {r.plain_ms:.0f} ms)"
             )
 
 

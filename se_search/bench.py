@@ -266,6 +266,11 @@ def latency_ratios(
     return ratios, skipped
 
 
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device``'s queued work before a clock is read."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def _interleaved(
     runners: dict[Any, Runner],
     device: torch.device,
@@ -274,7 +279,7 @@ def _interleaved(
     warmup: int,
     progress: Callable[[str], None],
 ) -> dict[Any, list[float]]:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     with torch.inference_mode():
         for run in runners.values():
             for _ in range(warmup):
@@ -395,7 +400,7 @@ def _bare_loop(
         optimizer.step()
 
     step()  # the first step allocates and picks kernels: not timed, as in the strategy's
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     sync()
     start = time.perf_counter()
     for _ in range(steps):

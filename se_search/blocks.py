@@ -134,10 +134,8 @@ class ChannelScale(nn.Module):
         if out is not None and _needs_grad(x, scale, add):
             out = None
         if add is None:
-            return x * scale if out is None else torch.mul(x, scale, out=out)
-        return (
-            torch.addcmul(add, x, scale) if out is None else torch.addcmul(add, x, scale, out=out)
-        )
+            return torch.mul(x, scale, out=out)
+        return torch.addcmul(add, x, scale, out=out)
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:

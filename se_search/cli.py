@@ -540,13 +540,12 @@ def _ratio_tables(ratios: list[Any], dev: Any) -> None:
         rows = [r for r in ratios if r.batch == batch]
         timm = {r.form: r.median for r in rows if r.label == "timm"}
         for r in rows:
-            name = r.label
             versus = ""
             if r.label == "se-search" and r.form in timm:
                 versus = "better" if r.median <= timm[r.form] else "worse"
             mark = " *" if r.label == "se-search" and batch == 8 and r.median <= target else ""
             table.add_row(
-                name,
+                r.label,
                 r.form,
                 f"{r.plain_ms:.2f}",
                 f"{r.se_ms:.2f}",

@@ -30,7 +30,7 @@ import ray
 from se_search.engines.local import LocalEngine
 from se_search.engines.ray_tune import RayEngine
 from se_search.space import load_space
-from se_search.standin import StandIn
+from se_search.testing.standin import StandIn
 
 
 def timed_run(engine: str, trials: int, folder: Path) -> tuple[float, float]:

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from se_search.arch import Architecture, SEChoice
-from se_search.blocks import VARIANTS
-from se_search.costs import Latency, measure_latency
-from se_search.lut import LatencyLUT, base_architecture
+from se_search.costs.latency import Latency, measure_latency
+from se_search.costs.lut import LatencyLUT, base_architecture
+from se_search.models.arch import Architecture, SEChoice
+from se_search.models.variants import VARIANTS
 from se_search.space import SearchSpace, load_space
-from se_search.surgery import build_model
+from se_search.space.build import build_model
 
 
 def random_candidate(space: SearchSpace, rng: random.Random) -> Architecture:

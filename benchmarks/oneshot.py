@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from se_search.evaluate import Evaluator
+from se_search.evaluation.evaluator import Evaluator
+from se_search.outputs.verify import rank_agreement
 from se_search.space import load_space
-from se_search.supernet import random_architecture
-from se_search.verify import rank_agreement
+from se_search.space.sampling import random_architecture
 
 
 def main() -> None:

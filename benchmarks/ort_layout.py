@@ -36,8 +36,10 @@ import torch
 from onnx import helper, numpy_helper, shape_inference
 from torch.nn import functional as F
 
-from se_search import blocks
-from se_search.bench import _exported, _interleaved, _ratios, se_resnet50_pair
+from se_search.bench.forms import _exported, se_resnet50_pair
+from se_search.bench.latency import _ratios
+from se_search.costs.timing import interleaved
+from se_search.models import blocks
 
 CPU = torch.device("cpu")
 
@@ -147,9 +149,7 @@ def main() -> None:
             assert diff < 1e-4, name
 
         runners = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
-        times = _interleaved(
-            runners, CPU, rounds=args.rounds, warmup=1, progress=lambda message: None
-        )
+        times = interleaved(runners, device=CPU, rounds=args.rounds, warmup=1)
         paired = {}  # each rewrite beside plain ResNet-50, as se-search bench pairs them
         for name in names[1:]:
             paired[(name, "onnxruntime", 0)] = times["plain"]

@@ -24,7 +24,7 @@ import optuna
 
 from se_search.engines.local import LocalEngine
 from se_search.space import SearchSpace, load_space
-from se_search.standin import StandIn
+from se_search.testing.standin import StandIn
 
 
 def plain_objective(space: SearchSpace):

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from se_search.browser import headless_chromium, open_and_wait
-from se_search.dashboard import dashboard_process
-from se_search.report import write_report
+from se_search.outputs.report import write_report
+from se_search.testing.browser import headless_chromium, open_and_wait
+from se_search.testing.dashboard import dashboard_process
 
 HEATMAP = (
     "Array.from(document.querySelectorAll('.js-plotly-plot'))"

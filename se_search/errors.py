@@ -18,8 +18,8 @@ class SESearchError(Exception):
 class SpaceError(SESearchError):
     """A search-space file that cannot be read or fails validation.
 
-    Holds one :class:`SpaceIssue`-like line per problem, each naming the file, the YAML key
-    path (``choices.reduction[2]``), the line where that is known, and the fix.
+    ``problems`` holds one line per problem, each naming the file, the YAML key path
+    (``choices.reduction[2]``), the line where that is known, and the fix.
     """
 
     def __init__(self, file: str, problems: list[str]) -> None:

@@ -57,7 +57,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
     """A finished 8-trial search of tests/assets/e2e.yaml by the stand-in evaluator (about a
     second): for the tests that only read a study (dashboard, report, browser)."""
     from se_search.engines.local import LocalEngine
-    from se_search.standin import StandIn
+    from se_search.testing.standin import StandIn
 
     root = tmp_path_factory.mktemp("standin")
     space = load_space(

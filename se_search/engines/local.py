@@ -8,30 +8,34 @@ it and updates the front.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from se_search.engines.study import (
+from se_search.engines.recorder import (
     RunSummary,
     StudyRecorder,
     device_fingerprint,
     reused_evaluation,
-    sample_architecture,
-    save_checkpoint,
 )
-from se_search.evaluate import Evaluator
+from se_search.engines.sampling import sample_architecture
+from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.stopping import AshaRule, EarlyStopped
+from se_search.evaluation.train import Diverged
+from se_search.events import (
+    Listener,
+    RunStarted,
+    TrialFailed,
+    TrialPruned,
+    TrialStarted,
+    ignore,
+)
 from se_search.space import SearchSpace
-from se_search.stopping import AshaRule, EarlyStopped
-from se_search.train import Diverged
+from se_search.storage.artifacts import save_checkpoint
+from se_search.storage.tables import RunStatus
 
 __all__ = ["TRIAL_FAILURES", "LocalEngine"]
 
 #: Failures of one candidate that leave the search going: the next candidate may be fine.
 TRIAL_FAILURES = (Diverged, torch.cuda.OutOfMemoryError)
-
-Listener = Callable[[str, dict[str, Any]], None]
 
 
 class LocalEngine:
@@ -50,7 +54,7 @@ class LocalEngine:
         self.evaluator = evaluator or Evaluator(space)
         if self.evaluator.storage is None:  # the lookup table lives in the results database
             self.evaluator.storage = self.storage
-        self.listener = listener or (lambda event, info: None)
+        self.listener = ignore if listener is None else listener
         self.recorder = StudyRecorder(space, self.storage)
         self.study, self.store = self.recorder.study, self.recorder.store
         if self.evaluator.artifacts is None:
@@ -68,21 +72,18 @@ class LocalEngine:
         recovered, queued = rec.recover_stale(), rec.seed_paper()
         rec.begin(device_fingerprint(self.evaluator.device))
         done = rec.finished()
-        self.listener(
-            "start",
-            {"target": target, "finished": done, "recovered": recovered, "queued": queued},
-        )
+        self.listener(RunStarted(target=target, finished=done, recovered=recovered, queued=queued))
         if done < target:
             self.evaluator.prepare(self.listener)  # oneshot: the supernet, once
         ran = failed = 0
-        status = "interrupted"
+        status = RunStatus.INTERRUPTED
         try:
             while done < target and failed <= target:  # more failures than trials: stop
                 ok = self._one_trial()
                 ran += 1
                 failed += not ok
                 done = rec.finished()
-            status = "finished" if done >= target else "failed"
+            status = RunStatus.FINISHED if done >= target else RunStatus.FAILED
             rec.check_latency(self.evaluator, self.listener)
         finally:
             rec.end(status)
@@ -93,8 +94,8 @@ class LocalEngine:
         trial = self.study.ask()
         arch = sample_architecture(trial, self.space)
         previous = rec.start(trial, arch, node=rec.host)
-        info = {"trial": trial.number, "arch": arch, "sites": self.space.all_sites}
-        self.listener("trial_start", info)
+        info = {"trial": trial.number, "arch": arch, "placement": rec.placement(arch)}
+        self.listener(TrialStarted(**info))
 
         def report(epoch: int, accuracy: float) -> None:
             rec.record_epoch(trial, epoch, accuracy)
@@ -109,12 +110,12 @@ class LocalEngine:
         except EarlyStopped as stop:
             metrics = {**self.evaluator.costs(arch), "accuracy": stop.accuracy}
             rec.prune(trial, arch, {**metrics, "epochs": stop.epoch}, str(stop))
-            self.listener("trial_pruned", {**info, "reason": str(stop)})
+            self.listener(TrialPruned(**info, reason=str(stop)))
             return True
         except BaseException as err:  # recorded, then: the search goes on, or it stops
             reason = f"{type(err).__name__}: {err}"
             rec.fail(trial, arch, reason)
-            self.listener("trial_failed", {**info, "reason": reason})
+            self.listener(TrialFailed(**info, reason=reason))
             if not isinstance(err, TRIAL_FAILURES):
                 raise  # interrupts, configuration errors and bugs stop the run
             return False
@@ -127,8 +128,5 @@ class LocalEngine:
             duplicate_of=previous["trial_number"] if previous else None,
             checkpoint=checkpoint,
         )
-        self.listener(
-            "trial_done",
-            {**info, "evaluation": evaluation, "front": front, "duplicate_of": previous},
-        )
+        self.listener(rec.done_event(info, evaluation, front, previous))
         return True

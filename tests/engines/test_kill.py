@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from se_search.pareto import pareto_front
-from se_search.store import ResultsStore
+from se_search.stats.pareto import pareto_front
+from se_search.storage.store import ResultsStore
 from tests.conftest import ASSETS
 
 TRIALS = 3  # one finishes, one is killed in training and queued again, and one more

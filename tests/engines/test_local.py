@@ -15,19 +15,21 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from se_search.arch import Architecture
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
-from se_search.export import load_model
+from se_search.events import Event, TrialDone
+from se_search.models.arch import Architecture
+from se_search.outputs.export import load_model
 from se_search.space import SearchSpace, load_space
-from se_search.store import ResultsStore
+from se_search.storage.store import ResultsStore
+from se_search.testing.events import EventLog
 from tests.conftest import ASSETS
 
 runner = CliRunner()
 
 
 def _dominated(a: dict, b: dict, objectives: dict[str, str]) -> bool:
-    """True when ``b`` dominates ``a`` (written out here, independent of se_search.pareto)."""
+    """True when ``b`` dominates ``a`` (written out here, independent of stats.pareto)."""
     sign = {"max": -1.0, "min": 1.0}
     av = [sign[d] * a[k] for k, d in objectives.items()]
     bv = [sign[d] * b[k] for k, d in objectives.items()]
@@ -42,16 +44,16 @@ class Search:
         self.storage = f"sqlite:///{root / 'results.db'}"
         self.space = load_space(ASSETS / "e2e.yaml", {"storage": self.storage})
         self.models: dict[int, torch.nn.Module] = {}
-        self.events: list[str] = []
+        self.events = EventLog()
         self.summary = self.engine().run()
 
     def engine(self) -> LocalEngine:
         return LocalEngine(self.space, listener=self.listen)
 
-    def listen(self, event: str, info: dict[str, Any]) -> None:
-        self.events.append(event)
-        if event == "trial_done" and info["evaluation"].model is not None:
-            self.models[info["trial"]] = copy.deepcopy(info["evaluation"].model).eval()
+    def listen(self, event: Event) -> None:
+        self.events(event)
+        if isinstance(event, TrialDone) and event.model is not None:
+            self.models[event.trial] = copy.deepcopy(event.model).eval()
 
     def study(self) -> optuna.Study:
         return optuna.load_study(study_name="e2e", storage=self.storage)
@@ -217,8 +219,8 @@ def test_nan_loss_fails_the_trial_with_its_reason_and_the_search_goes_on(tmp_pat
 def test_infeasible_candidates_are_recorded_without_training(tmp_path: Path) -> None:
     from torchvision.models import get_model
 
-    from se_search.backbones import get_backbone
-    from se_search.costs import CostTable
+    from se_search.costs.flops import CostTable
+    from se_search.models.backbones import get_backbone
 
     plain = get_model("resnet18", num_classes=10)
     table = CostTable.build(plain, family=get_backbone("resnet18"), image_size=16)
@@ -243,11 +245,11 @@ def test_infeasible_candidates_are_recorded_without_training(tmp_path: Path) -> 
 
 def test_an_architecture_is_never_trained_twice(tmp_path: Path) -> None:
     space = _space(tmp_path, **{"choices.variant": ["none"], "search.trials": 3})
-    events: list[tuple[str, Any]] = []
-    LocalEngine(space, listener=lambda e, info: events.append((e, info))).run()
+    events = EventLog()
+    LocalEngine(space, listener=events).run()
     cands = ResultsStore(space.storage).candidates("e2e", states=["complete"])
     assert [c["duplicate_of"] for c in cands] == [None, 0, 0]
-    trained = [i for e, i in events if e == "trial_done" and i["evaluation"].model is not None]
+    trained = [e for e in events.of(TrialDone) if e.model is not None]
     assert len(trained) == 1
     assert len({tuple(c[k] for k in ("accuracy", "flops", "latency_ms")) for c in cands}) == 1
 
@@ -277,9 +279,9 @@ def test_checkpoints_front_policy_keeps_only_front_members(tmp_path: Path) -> No
 
 def _instant(space: SearchSpace) -> Any:
     """An evaluator whose training and latency return at once (sampling is under test)."""
-    from se_search.costs import Latency
-    from se_search.evaluate import Evaluator
-    from se_search.train import TrainResult
+    from se_search.costs.latency import Latency
+    from se_search.evaluation.evaluator import Evaluator
+    from se_search.evaluation.train import TrainResult
 
     def train(arch: Architecture, report: Any) -> tuple[TrainResult, None]:
         return TrainResult(accuracy=len(arch) / 8, epochs=1, train_seconds=0.0), None

@@ -18,15 +18,27 @@ import ray
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from se_search.arch import Architecture
 from se_search.cli import app
+from se_search.costs.lut import LatencyLUT
 from se_search.engines.local import LocalEngine
 from se_search.engines.ray_tune import RayEngine
-from se_search.lut import LatencyLUT
+from se_search.evaluation.stopping import EPOCHS_ATTR
+from se_search.events import (
+    Event,
+    LatencyChecked,
+    LatencyTableReady,
+    RunStarted,
+    TrialDone,
+    TrialEpoch,
+    TrialHeld,
+    TrialRetried,
+    TrialStarted,
+)
+from se_search.models.arch import Architecture
 from se_search.space import load_space
-from se_search.standin import StandIn
-from se_search.stopping import EPOCHS_ATTR
-from se_search.store import ResultsStore
+from se_search.storage.store import ResultsStore
+from se_search.testing.events import EventLog
+from se_search.testing.standin import StandIn
 from tests.conftest import ASSETS
 from tests.postgres import new_database
 
@@ -71,10 +83,10 @@ def _shape(storage: str, study_name: str) -> dict[str, Any]:
 def test_ray_search_fills_the_same_study_and_tables_as_the_local_engine(tmp_path: Path) -> None:
     """Real training on Ray workers, 2 at a time; the dashboard reads the study."""
     space = _space(tmp_path, "ray", **{"search.ray.max_concurrent_trials": 2})
-    events: list[str] = []
-    summary = RayEngine(space, listener=lambda e, info: events.append(e)).run()
+    events = EventLog()
+    summary = RayEngine(space, listener=events).run()
     assert summary.finished == summary.target == 4
-    assert events.count("trial_done") == 4 and "start" in events
+    assert len(events.of(TrialDone)) == 4 and events.kinds()[0] is RunStarted
 
     local_space = _space(tmp_path, "local", **{"search.engine": "local"})
     LocalEngine(local_space, evaluator=StandIn()(local_space)).run()
@@ -143,11 +155,9 @@ def test_workers_predict_latency_from_the_drivers_table(tmp_path: Path) -> None:
         **{"sites": ["layer3.0", "layer4.1"], "latency.mode": "lut+verify",
            "latency.threads": 1, "search.trials": 4, "search.checkpoints": "none"},
     )  # fmt: skip
-    events: list[str] = []
-    RayEngine(
-        space, evaluator=StandIn(real_latency=True), listener=lambda e, i: events.append(e)
-    ).run()
-    assert events.count("lut_ready") == 1 and events[-1] == "latency_checked"
+    events = EventLog()
+    RayEngine(space, evaluator=StandIn(real_latency=True), listener=events).run()
+    assert len(events.of(LatencyTableReady)) == 1 and isinstance(events[-1], LatencyChecked)
     table = LatencyLUT(space=space)  # the driver's, from the database
     store = ResultsStore(space.storage, read_only=True)
     done = store.candidates("e2e", states=["complete"])
@@ -167,14 +177,14 @@ def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: 
         **{"evaluation.epochs": 3, "search.trials": 3, "search.ray.max_failures": retries,
            "search.checkpoints": "none"},
     )  # fmt: skip
-    events: list[tuple[str, dict]] = []
+    events = EventLog()
     victim: list[int] = []
 
-    def listen(event: str, info: dict) -> None:
-        events.append((event, info))
-        if event == "trial_epoch" and not victim:
-            victim.append(info["trial"])
-            os.kill(info["pid"], signal.SIGKILL)
+    def listen(event: Event) -> None:
+        events(event)
+        if isinstance(event, TrialEpoch) and not victim:
+            victim.append(event.trial)
+            os.kill(event.pid, signal.SIGKILL)
 
     summary = RayEngine(space, listener=listen, evaluator=StandIn(seconds_per_epoch=0.3)).run()
     assert victim, "no epoch was reported"
@@ -183,7 +193,7 @@ def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: 
     cand = ResultsStore(space.storage, read_only=True).candidate("e2e", victim[0])
     assert summary.finished == 3  # the search reaches its target either way
     if retries:
-        assert any(e == "trial_retry" for e, _ in events)
+        assert events.of(TrialRetried)
         assert killed.state == TrialState.COMPLETE and cand["state"] == "complete"
         assert len(killed.user_attrs[EPOCHS_ATTR]) == 3  # the retry's history, from epoch 1
     else:
@@ -205,12 +215,12 @@ def test_a_copy_of_an_architecture_in_training_waits_for_its_figures(
            "evaluation.epochs": 3, "search.trials": 3, "search.seed_paper": False,
            "search.ray.max_failures": 0, "search.checkpoints": "none"},
     )  # fmt: skip
-    events: list[tuple[str, dict]] = []
+    events = EventLog()
 
-    def listen(event: str, info: dict) -> None:
-        events.append((event, info))
-        if twin_dies and event == "trial_epoch" and info["trial"] == 0:
-            os.kill(info["pid"], signal.SIGKILL)
+    def listen(event: Event) -> None:
+        events(event)
+        if twin_dies and isinstance(event, TrialEpoch) and event.trial == 0:
+            os.kill(event.pid, signal.SIGKILL)
 
     summary = RayEngine(space, listener=listen, evaluator=StandIn(seconds_per_epoch=0.3)).run()
     assert summary.finished == 3
@@ -221,9 +231,9 @@ def test_a_copy_of_an_architecture_in_training_waits_for_its_figures(
     done = {n: c for n, c in cands.items() if c["state"] == "complete"}
     trained = [n for n, c in done.items() if c["duplicate_of"] is None]
     assert len(trained) == 1  # trained once, alongside nothing
-    started = [i["trial"] for e, i in events if e == "trial_start"]
+    started = [e.trial for e in events.of(TrialStarted)]
     assert len(started) == 1 + twin_dies  # Tune ran the twin (and, if it died, one copy)
-    held = {i["trial"]: i["twin"] for e, i in events if e == "trial_held"}
+    held = {e.trial: e.twin for e in events.of(TrialHeld)}
     first = 1 if twin_dies else 0
     assert trained == [first] and set(held.values()) <= {0, first}
     copies = {n: c["duplicate_of"] for n, c in cands.items() if c["duplicate_of"] is not None}
@@ -255,15 +265,11 @@ def test_ray_engine_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
         {"storage": storage, "search.engine": "ray", "search.checkpoints": "all",
          "search.artifacts": str(tmp_path / "artifacts")},
     )  # fmt: skip
-    events: list[str] = []
-    engine = RayEngine(
-        space,
-        evaluator=StandIn(seconds_per_epoch=0.1),
-        listener=lambda e, i: events.append(str(i)),
-    )
+    events = EventLog()
+    engine = RayEngine(space, evaluator=StandIn(seconds_per_epoch=0.1), listener=events)
     summary = engine.run()
     assert summary.finished == 4
-    assert "s3cret" not in summary.storage and not any("s3cret" in e for e in events)
+    assert "s3cret" not in summary.storage and not any("s3cret" in str(e) for e in events)
     written = [f for f in (tmp_path / "artifacts").rglob("*") if f.is_file()]
     assert written and not any(b"s3cret" in f.read_bytes() for f in written)  # Tune's files
     study = optuna.load_study(study_name="e2e", storage=storage)

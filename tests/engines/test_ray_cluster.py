@@ -9,8 +9,8 @@ from ray.cluster_utils import Cluster
 
 from se_search.engines.ray_tune import RayEngine
 from se_search.space import load_space
-from se_search.standin import StandIn
-from se_search.store import ResultsStore
+from se_search.storage.store import ResultsStore
+from se_search.testing.standin import StandIn
 from tests.conftest import ASSETS
 
 

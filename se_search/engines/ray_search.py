@@ -1,0 +1,233 @@
+"""The ray engine's driver side: Tune's ``OptunaSearch`` on the study, recording each
+trial through the :class:`~se_search.engines.recorder.StudyRecorder` as the local engine
+does, and holding a copy of an architecture another worker trains until its figures come.
+"""
+
+from __future__ import annotations
+
+from se_search.engines import ray_env  # noqa: F401  (before Ray is imported)
+
+# isort: split
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from se_search.engines.recorder import reused_evaluation
+from se_search.engines.sampling import sample_architecture
+from se_search.evaluation.evaluator import Evaluation
+from se_search.events import (
+    TrialEpoch,
+    TrialFailed,
+    TrialHeld,
+    TrialPruned,
+    TrialRetried,
+    TrialStarted,
+)
+from se_search.models.arch import Architecture
+
+if TYPE_CHECKING:
+    from se_search.engines.ray_tune import RayEngine
+
+__all__ = ["RecordingSearch", "TrialWatcher"]
+
+
+def _ray_error(trial: Any) -> str:
+    """The last line of the error Tune recorded for ``trial``."""
+    error = trial.get_error() if trial is not None else None
+    lines = [line for line in str(error or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "the worker died"
+
+
+def _event_fields(running: dict[str, Any]) -> dict[str, Any]:
+    """A running trial's fields that its events carry (not its ``previous`` record)."""
+    return {k: running[k] for k in ("trial", "arch", "placement")}
+
+
+_DRIVER_ONLY = (
+    "engine", "rec", "space", "_info", "_held", "_ready", "_ot_trials", "_ot_study", "_storage"
+)  # fmt: skip
+
+
+class RecordingSearch(OptunaSearch):
+    """Tune's OptunaSearch on the study, recording each trial like the local engine does."""
+
+    def __init__(self, engine: RayEngine, target: int) -> None:
+        space = engine.space
+        super().__init__(
+            space=self._define,
+            metric=list(space.objectives),
+            mode=list(space.objectives.values()),
+            sampler=engine.study.sampler,  # seeded past the study's trials on a resume
+            study_name=space.study_name,
+            storage=engine.recorder.rdb,
+        )
+        self.engine, self.space, self.rec = engine, space, engine.recorder
+        self.target = target
+        self._info: dict[str, dict[str, Any]] = {}  # by Tune trial id, while it runs
+        # Copies of an architecture that another trial trains now, by that trial's number;
+        # and copies whose twin did not complete, to be trained.
+        self._held: dict[int, list[tuple[Any, Architecture, dict]]] = {}
+        self._ready: list[tuple[Any, Architecture, dict]] = []
+
+    def _define(self, trial: Any) -> dict[str, Any]:
+        arch = sample_architecture(trial, self.space)
+        return {
+            "se_arch": arch.to_json(),
+            "se_trial": trial.number,
+            "se_checkpoint_dir": str(self.rec.checkpoint_dir),
+        }
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._ready:  # a held copy whose twin did not complete: trained after all
+            trial, arch, config = self._ready.pop(0)
+            self._ot_trials[trial_id] = trial
+            return self._launch(trial_id, trial, arch, config, previous=None)
+        while True:
+            planned = self.rec.finished() + len(self._info) + sum(map(len, self._held.values()))
+            if planned >= self.target:  # held copies will finish the budget
+                return None if self._held else Searcher.FINISHED
+            config = super().suggest(trial_id)
+            if config is None:
+                return None
+            trial = self._ot_trials[trial_id]
+            arch = Architecture(json.loads(config["se_arch"]))
+            previous = self.rec.start(trial, arch)
+            twin = None if previous is not None else self._in_flight(arch)
+            if twin is None:
+                return self._launch(trial_id, trial, arch, config, previous=previous)
+            # Its twin is training now: the copy waits for its figures instead of training
+            # too. This Tune trial id asks Optuna for another candidate.
+            del self._ot_trials[trial_id]
+            self._held.setdefault(twin, []).append((trial, arch, config))
+            self.engine.listener(TrialHeld(trial=trial.number, twin=twin))
+
+    def _launch(
+        self, trial_id: str, trial: Any, arch: Architecture, config: dict, *, previous: Any
+    ) -> dict[str, Any]:
+        if previous is not None:
+            config = {**config, "se_reuse": json.dumps(reused_evaluation(arch, previous).metrics)}
+        info = self._event_info(trial, arch)
+        self._info[trial_id] = {**info, "previous": previous}
+        self.engine.listener(TrialStarted(**info))
+        return config
+
+    def _event_info(self, trial: Any, arch: Architecture) -> dict[str, Any]:
+        return {"trial": trial.number, "arch": arch, "placement": self.rec.placement(arch)}
+
+    def _in_flight(self, arch: Architecture) -> int | None:
+        """The number of a trial training ``arch`` now, if any."""
+        for info in self._info.values():
+            if info["previous"] is None and info["arch"].hash == arch.hash:
+                return info["trial"]
+        return None
+
+    def _release(self, twin: int) -> None:
+        """``twin`` has ended: its held copies take its figures, or, if it did not complete
+        (pruned, failed), go to the workers to be trained."""
+        held = self._held.pop(twin, [])
+        if not held:
+            return
+        previous = self.rec.store.trained_as(self.space.study_name, held[0][1].hash)
+        if previous is None:  # the first copy trains it, the others wait for that one
+            first, *others = held
+            self._ready.append(first)
+            if others:
+                self._held[first[0].number] = others
+            return
+        for trial, arch, _config in held:
+            evaluation = reused_evaluation(arch, previous)
+            front = self.rec.complete(trial, evaluation, duplicate_of=previous["trial_number"])
+            self.engine.ran += 1
+            info = self._event_info(trial, arch)
+            self.engine.listener(self.rec.done_event(info, evaluation, front, previous))
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if not result.get("se_final"):
+            epoch, accuracy = int(result["training_iteration"]), result["accuracy"]
+            self.rec.record_epoch(self._ot_trials[trial_id], epoch, accuracy)
+            info = _event_fields(self._info[trial_id])
+            self.engine.listener(
+                TrialEpoch(**info, epoch=epoch, accuracy=accuracy, node=result["node"],
+                           pid=result["pid"])
+            )  # fmt: skip
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._completed_trials.add(trial_id)
+        trial, running = self._ot_trials[trial_id], self._info.pop(trial_id)
+        info = _event_fields(running)
+        tune_trial = self.engine.trials.get(trial_id)
+        result = result or (tune_trial.last_result if tune_trial is not None else {}) or {}
+        node = result.get("node")
+        self.engine.ran += 1
+        if error or result.get("se_failed"):
+            reason = result.get("se_failed") if not error else _ray_error(tune_trial)
+            self.rec.fail(trial, info["arch"], reason, node=node)
+            self.engine.failed += 1
+            self.engine.listener(TrialFailed(**info, reason=reason))
+        elif result.get("se_final"):
+            metrics = json.loads(result["se_metrics"])
+            evaluation = Evaluation(
+                info["arch"], metrics, bool(metrics["feasible"]), metrics["violations"] or {},
+                seconds=result.get("se_seconds", 0.0),
+            )  # fmt: skip
+            previous = running["previous"]
+            if previous is None and metrics.get("epochs"):  # the history, like the local engine's
+                self.rec.record_epoch(trial, metrics["epochs"], metrics["accuracy"])
+            front = self.rec.complete(
+                trial,
+                evaluation,
+                duplicate_of=previous["trial_number"] if previous else None,
+                checkpoint=result.get("se_checkpoint"),
+                node=node,
+            )
+            self.engine.listener(self.rec.done_event(info, evaluation, front, previous))
+        else:  # stopped by the scheduler after an intermediate report
+            epoch = int(result["training_iteration"])
+            reason = f"stopped by ASHA after epoch {epoch}"
+            self.rec.record_epoch(trial, epoch, result["accuracy"])  # Tune skipped its report
+            metrics = {"params": int(result["params"]), "flops": int(result["flops"])}
+            if not math.isnan(result["latency_ms"]):
+                metrics["latency_ms"] = result["latency_ms"]
+            metrics.update(accuracy=result["accuracy"], epochs=epoch)
+            self.rec.prune(trial, info["arch"], metrics, reason, node=node)
+            self.engine.listener(TrialPruned(**info, reason=reason))
+        self._release(trial.number)
+
+    # Resuming goes through the study in the database, not through Tune's experiment state:
+    # Tune's snapshot of the Tuner holds no connection to the driver's databases.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _DRIVER_ONLY}
+
+    def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def restore_from_dir(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class TrialWatcher(Callback):
+    """Keeps Tune's Trial objects (errors, last results) and reports retries."""
+
+    def __init__(self, engine: RayEngine) -> None:
+        self.engine = engine
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.engine.trials[trial.trial_id] = trial
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.engine.listener(
+            TrialRetried(tune_trial=trial.trial_id, failures=trial.run_metadata.num_failures,
+                         reason=_ray_error(trial))
+        )  # fmt: skip

@@ -1,0 +1,340 @@
+"""What every engine does around an evaluation: the Optuna study and se-search's tables.
+
+An engine decides where and when candidates are evaluated (this process, Ray workers); the
+:class:`StudyRecorder` of its driver records every trial the same way whichever engine ran
+it: Optuna's values, constraints and states, se-search's candidates and metrics, the
+checkpoints, the front. So ``se-search front``, the dashboard and a resumed run see one
+study, however it was searched.
+
+Resuming is running the same command again: finished trials stay; a trial that a killed
+driver left RUNNING is marked FAILED and its architecture queued again; ``trials`` counts
+finished trials in total, across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import optuna_dashboard
+import torch
+from optuna.trial import TrialState
+
+from se_search import __version__
+from se_search.engines.sampling import architecture_params, open_storage, open_study
+from se_search.evaluation.evaluator import Evaluation, Evaluator
+from se_search.evaluation.stopping import EPOCHS_ATTR
+from se_search.events import LatencyChecked, Listener, TrialDone
+from se_search.models.arch import Architecture
+from se_search.space import SearchSpace
+from se_search.stats.pareto import pareto_front
+from se_search.storage.artifacts import checkpoint_dir, optuna_artifacts_dir
+from se_search.storage.dashboard import (
+    artifact_store,
+    front_note,
+    set_user_attrs,
+    trial_attrs,
+    upload_placement,
+)
+from se_search.storage.database import redact
+from se_search.storage.store import ResultsStore
+from se_search.storage.tables import CandidateState, RunStatus
+
+__all__ = ["FINISHED", "RunSummary", "StudyRecorder", "device_fingerprint", "reused_evaluation"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    storage: str
+    finished: int  # finished trials in the study, all runs
+    target: int
+    ran: int  # trials evaluated by this run
+    failed: int
+    front: list[dict]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def device_fingerprint(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+    }
+
+
+def reused_evaluation(arch: Architecture, previous: dict[str, Any]) -> Evaluation:
+    """The figures of a trial that already trained ``arch``, as this trial's evaluation."""
+    keys = ("accuracy", "params", "flops", "latency_ms", "latency_iqr_ms", "latency")
+    metrics = {k: previous[k] for k in keys}
+    metrics.update(feasible=previous["feasible"], violations=previous["violations"])
+    return Evaluation(arch, metrics, previous["feasible"], previous["violations"] or {})
+
+
+class StudyRecorder:
+    """Records the trials of one space's study in ``storage``; lives in an engine's driver."""
+
+    def __init__(self, space: SearchSpace, storage: str) -> None:
+        self.space = space
+        self.storage = storage
+        self.study_name = space.study_name
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.rdb = open_storage(storage)  # one connection pool for Optuna, whoever drives it
+        self.study = open_study(space, storage, rdb=self.rdb)
+        self.store = ResultsStore(storage)
+        self.checkpoint_dir = checkpoint_dir(space, storage)
+        self.artifacts = artifact_store(optuna_artifacts_dir(space, storage))
+        self.site_names = [s.name for s in space.all_sites]
+        self.run_id: int | None = None
+        self._histories: dict[int, list[float]] = {}  # per-epoch accuracy, by trial number
+        # Early stopping compares a trial with the others, in whichever process they run:
+        # their histories go to the study after every epoch. Otherwise once, at the end.
+        self.live_histories = space.evaluation.early_stopping.rule != "none"
+
+    # --------------------------------------------------------------------------- the run
+
+    def finished(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
+
+    def recover_stale(self) -> list[int]:
+        """Fail RUNNING trials whose driver on this host is gone; queue their archs again."""
+        running = {c["trial_number"]: c for c in self.store.candidates(self.study_name)}
+        recovered = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            cand = running.get(trial.number)
+            if cand is None or cand["host"] != self.host or _pid_alive(cand["pid"]):
+                continue  # another live process, or another machine (its heartbeat's business)
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            reason = f"process {cand['pid']} on {cand['host']} died during the trial; queued again"
+            self.store.finish_candidate(
+                self.study_name, trial.number, state=CandidateState.FAILED, failure_reason=reason
+            )
+            self.study.enqueue_trial(trial.params, user_attrs={"se_retry_of": trial.number})
+            recovered.append(trial.number)
+        return recovered
+
+    def seed_paper(self) -> list[str]:
+        """Queue the paper's reference architectures first, on a new study only."""
+        if not self.space.search.seed_paper or self.study.get_trials(deepcopy=False):
+            return []
+        queued = []
+        for preset in ("none", "keep", "standard:16"):  # keep: a backbone's own SE blocks
+            arch = Architecture.uniform(self.space.site_names, preset)
+            params = architecture_params(arch, self.space)
+            if params is not None:
+                self.study.enqueue_trial(
+                    params, user_attrs={"se_reference": preset}, skip_if_exists=True
+                )
+                queued.append(preset)
+        return queued
+
+    def begin(self, device: dict[str, Any]) -> int:
+        """Record the start of this run."""
+        self.run_id = self.store.start_run(
+            study_name=self.study_name,
+            space_name=self.space.name,
+            space_yaml=self.space.text,
+            space_json=self.space.model_dump(mode="json"),
+            space_hash=self.space.hash,
+            device=device,
+            package_version=__version__,
+            host=self.host,
+            pid=self.pid,
+        )
+        return self.run_id
+
+    def end(self, status: RunStatus) -> None:
+        if self.run_id is not None:
+            self.store.finish_run(self.run_id, status)
+
+    def summary(self, *, target: int, ran: int, failed: int) -> RunSummary:
+        front = self.store.front(self.study_name)
+        return RunSummary(
+            self.study_name, redact(self.storage), self.finished(), target, ran, failed, front
+        )
+
+    # ---------------------------------------------------------------------------- trials
+
+    def placement(self, arch: Architecture) -> str:
+        """``arch``'s placement over every site of the backbone (what tables show)."""
+        return arch.placement(self.site_names)
+
+    @staticmethod
+    def done_event(
+        info: dict[str, Any],
+        evaluation: Evaluation,
+        front: list[dict],
+        previous: dict[str, Any] | None,
+    ) -> TrialDone:
+        """The event of a finished trial; ``info`` holds its number, arch and placement."""
+        return TrialDone(
+            **info,
+            metrics=evaluation.metrics,
+            feasible=evaluation.feasible,
+            seconds=evaluation.seconds,
+            front=front,
+            duplicate_of=previous["trial_number"] if previous else None,
+            model=evaluation.model,
+        )
+
+    def start(
+        self, trial: optuna.Trial, arch: Architecture, *, node: str | None = None
+    ) -> dict | None:
+        """Record a trial that starts on ``arch``; the earlier trial that trained it, if any."""
+        self.store.start_candidate(
+            run_id=self.run_id,
+            study_name=self.study_name,
+            trial_number=trial.number,
+            arch_json=arch.to_json(),
+            arch_hash=arch.hash,
+            summary=arch.summary(),
+            placement=arch.placement(self.site_names),
+            host=self.host,
+            pid=self.pid,
+            node=node,
+        )
+        return self.store.trained_as(self.study_name, arch.hash)
+
+    def record_epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> list[float]:
+        """Record the accuracy after ``epoch`` (1-based) in the trial's history; the history.
+
+        A retried trial starts its history again from epoch 1. The history is written to the
+        trial's ``accuracy_by_epoch`` attribute after each epoch when early stopping needs
+        it (:attr:`live_histories`), else with the trial's result.
+        """
+        history = [*self._histories.get(trial.number, [])[: epoch - 1], float(accuracy)]
+        self._histories[trial.number] = history
+        if self.live_histories:
+            trial.set_user_attr(EPOCHS_ATTR, history)
+        return history
+
+    def peer_histories(self, trial: optuna.Trial) -> list[Sequence[float]]:
+        """Per-epoch accuracy histories of the study's other trials."""
+        return [
+            t.user_attrs[EPOCHS_ATTR]
+            for t in self.study.get_trials(deepcopy=False)
+            if t.number != trial.number and EPOCHS_ATTR in t.user_attrs
+        ]
+
+    def complete(
+        self,
+        trial: optuna.Trial,
+        evaluation: Evaluation,
+        *,
+        duplicate_of: int | None = None,
+        checkpoint: str | None = None,
+        node: str | None = None,
+    ) -> list[dict]:
+        """Record a finished evaluation: Optuna values and constraints, our metrics; the front."""
+        self._annotate(trial, evaluation.arch, evaluation.metrics)
+        for key, value in evaluation.violations.items():
+            trial.set_constraint(key, value)
+        self.study.tell(trial, evaluation.values(dict(self.space.objectives)))
+        self._finish(
+            trial, CandidateState.COMPLETE, node, metrics=evaluation.metrics,
+            duplicate_of=duplicate_of, checkpoint=checkpoint,
+        )  # fmt: skip
+        return self.update_front()
+
+    def prune(
+        self,
+        trial: optuna.Trial,
+        arch: Architecture,
+        metrics: dict[str, Any],
+        reason: str,
+        *,
+        node: str | None = None,
+    ) -> None:
+        """Record a candidate stopped early: PRUNED, with its last accuracy; never on the front."""
+        self._annotate(trial, arch, metrics)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._finish(trial, CandidateState.PRUNED, node, metrics=metrics, failure_reason=reason)
+
+    def fail(
+        self, trial: optuna.Trial, arch: Architecture, reason: str, *, node: str | None = None
+    ) -> None:
+        self._set_attrs(trial, arch, {})
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._finish(trial, CandidateState.FAILED, node, failure_reason=reason)
+
+    def _annotate(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, Any]) -> None:
+        """What the dashboard shows of a finished trial: attributes and placement image."""
+        self._set_attrs(trial, arch, metrics)
+        upload_placement(trial, arch, sites=self.site_names, store=self.artifacts)
+
+    def _set_attrs(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, Any]) -> None:
+        """The trial's attributes and its accuracy history so far, in one write."""
+        strategy = self.space.evaluation.strategy
+        attrs = trial_attrs(arch, metrics, sites=self.site_names, strategy=strategy)
+        if self._histories.get(trial.number):
+            attrs[EPOCHS_ATTR] = self._histories.pop(trial.number)
+        set_user_attrs(trial, attrs)
+
+    def _finish(
+        self, trial: optuna.Trial, state: CandidateState, node: str | None, **fields: Any
+    ) -> None:
+        if node is not None:
+            fields["node"] = node
+        self.store.finish_candidate(self.study_name, trial.number, state=state, **fields)
+
+    def check_latency(self, evaluator: Evaluator, listener: Listener) -> None:
+        """``latency.mode: lut+verify``: time the front's members whose latency the table
+        predicted and no measurement checks yet, and store each beside its prediction;
+        ``listener`` gets :class:`~se_search.events.LatencyChecked` with the front's checked
+        rows."""
+        if self.space.latency.mode != "lut+verify" or not evaluator.needs_latency:
+            return
+        checked = []
+        for c in self.store.front(self.study_name):
+            latency = c["latency"] or {}
+            if latency.get("source") != "lut":
+                continue
+            if "measured_ms" not in latency:
+                measured = evaluator.measure_latency(Architecture(c["architecture"]))
+                self.store.set_latency_check(
+                    self.study_name,
+                    c["trial_number"],
+                    measured_ms=measured.median_ms,
+                    iqr_ms=measured.iqr_ms,
+                )
+                c = self.store.candidate(self.study_name, c["trial_number"])
+            checked.append(c)
+        listener(LatencyChecked(front=checked))
+
+    def update_front(self) -> list[dict]:
+        """Recompute the front from the stored metrics, store it when it changed (with the
+        study's note), prune checkpoints; the front's rows (:meth:`ResultsStore.scored`)."""
+        done = self.store.scored(self.study_name)
+        front = pareto_front(done, self.space.objectives)
+        if {c["trial_number"] for c in front} != self.store.front_numbers(self.study_name):
+            members = [(c["trial_number"], c["arch_hash"]) for c in front]
+            self.store.set_front(self.study_name, members)
+            objectives, shown = dict(self.space.objectives), redact(self.storage)
+            note = front_note(front, objectives, self.study_name, shown)
+            optuna_dashboard.save_note(self.study, note)  # the study's note follows the front
+        if self.space.search.checkpoints == "front":
+            members = {c["trial_number"] for c in front}
+            for c in done:
+                if c["checkpoint"] and c["trial_number"] not in members:
+                    Path(c["checkpoint"]).unlink(missing_ok=True)
+                    self.store.set_checkpoint(self.study_name, c["trial_number"], None)
+        return list(front)

@@ -1,0 +1,230 @@
+"""The tables the terminal shows: a front, verified candidates, the latency table's check,
+one architecture described. Each returns a rich :class:`~rich.table.Table`; nothing here
+prints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from rich.table import Table
+
+from se_search.models.variants import VARIANTS
+
+__all__ = [
+    "FRONT_FORMATS",
+    "LEGEND",
+    "description_table",
+    "fmt",
+    "front_table",
+    "latency_check_table",
+    "verified_table",
+]
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COLUMNS = (
+    "trial",
+    "accuracy",
+    "params (M)",
+    "GMACs",
+    "latency ms",
+    "placement",
+)
+LEGEND = (
+    "placement: one site each, S standard P pre O post I identity M inner + ratio, "
+    "K kept, - none, | stage"
+)
+
+
+def front_table(rows: list[dict], *, title: str) -> Table:
+    """The front as a rich table, best accuracy first."""
+    table = Table(title=title, caption=LEGEND)
+    for header in COLUMNS:
+        table.add_column(header, justify="left" if header == "placement" else "right")
+    for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
+        table.add_row(
+            str(row["trial_number"]),
+            fmt(row["accuracy"], ".4f"),
+            fmt(row["params"] and row["params"] / 1e6, ".3f"),
+            fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
+            fmt(row["latency_ms"], ".3f"),
+            row["placement"],
+        )
+    return table
+
+
+def verified_table(rows: list[dict], *, title: str) -> Table:
+    """Verified candidates: the search's accuracy beside the stand-alone one."""
+    table = Table(title=title, caption="*: on the verified front (stand-alone accuracy)")
+    for header in ("trial", "search acc", "stand-alone acc", "GMACs", "latency ms", "placement"):
+        table.add_column(header, justify="left" if header == "placement" else "right")
+    for row in sorted(rows, key=lambda r: -r["accuracy"]):
+        table.add_row(
+            f"{row['trial_number']}{'*' if row['on_front'] else ''}",
+            fmt(row["searched_accuracy"], ".4f"),
+            fmt(row["accuracy"], ".4f"),
+            fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
+            fmt(row["latency_ms"], ".3f"),
+            row["placement"],
+        )
+    return table
+
+
+def latency_check_table(rows: list[dict]) -> Table:
+    """The front's predicted latencies beside their measurements (``lut+verify``)."""
+    errors = [abs(r["latency"]["error"]) for r in rows]
+    table = Table(
+        title="latency lookup table, checked on the front",
+        caption=f"|error|: median {statistics.median(errors):.2%}, max {max(errors):.2%}",
+    )
+    for header in ("trial", "predicted ms", "measured ms", "error", "placement"):
+        table.add_column(header, justify="left" if header == "placement" else "right")
+    for row in sorted(rows, key=lambda r: r["trial_number"]):
+        lat = row["latency"]
+        table.add_row(
+            str(row["trial_number"]),
+            f"{row['latency_ms']:.3f}",
+            f"{lat['measured_ms']:.3f}",
+            f"{lat['error']:+.2%}",
+            row["placement"],
+        )
+    return table
+
+
+def description_table(info: dict[str, Any]) -> list[Any]:
+    """``se-search inspect``'s output for :func:`~se_search.costs.describe.describe`'s
+    ``info``: the sites table, then its totals as lines."""
+    table = Table(title=f"{info['space']}: {info['backbone']}, {info['summary']}")
+    for column in ("site", "block", "in", "out", "takes", "choice", "SE params"):
+        table.add_column(
+            column, justify="right" if column in {"in", "out", "SE params"} else "left"
+        )
+    for s in info["sites"]:
+        choice = s["choice"] if s["searched"] else f"[dim]{s['choice']} (not searched)[/]"
+        table.add_row(
+            s["site"],
+            s["block"],
+            str(s["in_channels"]),
+            str(s["out_channels"]),
+            " ".join(VARIANTS[v].code for v in s["variants"]),
+            choice,
+            f"{s['se_params']:,}",
+        )
+    lines: list[Any] = [
+        table,
+        "takes: the variants a site can have: "
+        + ", ".join(f"{v.code} {name}" for name, v in VARIANTS.items()),
+        f"arch hash   {info['arch_hash']}",
+        f"params      {info['params']:,} ({info['params'] / 1e6:.3f} M)",
+        f"FLOPs       {info['flops']:,} multiply-adds ({info['flops'] / 1e9:.4f} G) "
+        f"at {info['image_size']}x{info['image_size']}",
+    ]
+    lat = info["latency"]
+    if lat is not None:
+        lines.append(
+            f"latency     {lat['median_ms']:.3f} ms median, IQR {lat['iqr_ms']:.3f} ms "
+            f"({lat['device']} {lat['device_name']}, batch {lat['batch_size']}, "
+            f"{lat['threads']} threads, torch {lat['torch_version']}, {lat['repeats']} repeats)"
+        )
+    return lines
+
+
+#: The figures ``se-search show`` prints of a trial, in this order.
+TRIAL_FIELDS = (
+    "summary",
+    "arch_hash",
+    "accuracy",
+    "params",
+    "flops",
+    "latency_ms",
+    "latency_iqr_ms",
+    "train_seconds",
+    "epochs",
+    "feasible",
+    "violations",
+    "duplicate_of",
+    "failure_reason",
+    "checkpoint",
+    "seconds",
+)
+
+
+def trial_table(record: dict[str, Any]) -> list[Any]:
+    """``se-search show``'s output: the trial's choices, then its figures as lines."""
+    from se_search.models.arch import SEChoice
+
+    table = Table(
+        title=f"trial {record['trial_number']} of {record['study_name']}: {record['state']}"
+        f"{' (on the front)' if record['on_front'] else ''}"
+    )
+    table.add_column("site")
+    table.add_column("choice")
+    for site, choice in record["architecture"].items():
+        table.add_row(site, str(SEChoice.parse(choice)))
+    lines: list[Any] = [table]
+    lines += [f"{key:15s} {record[key]}" for key in TRIAL_FIELDS if record.get(key) is not None]
+    return lines
+
+
+#: The columns of ``se-search front --format csv``.
+CSV_COLUMNS = (
+    "trial_number", "accuracy", "params", "flops", "latency_ms", "latency_iqr_ms",
+    "arch_hash", "placement",
+)  # fmt: skip
+
+
+def _front_json(rows: list[dict], *, title: str) -> str:
+    return json.dumps(rows, indent=2, default=str)
+
+
+def _front_csv(rows: list[dict], *, title: str) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
+#: ``se-search front --format``: a rich table, or text.
+FRONT_FORMATS: dict[str, Callable[..., Table | str]] = {
+    "table": front_table,
+    "json": _front_json,
+    "csv": _front_csv,
+}
+
+
+def spaces_table() -> list[Any]:
+    """``se-search spaces``: the bundled spaces, then a line for each that cannot load here
+    (a timm backbone without timm, say)."""
+    from se_search.errors import SESearchError
+    from se_search.space import bundled_spaces, load_space
+
+    table = Table(title="bundled search spaces")
+    for column in ("name", "backbone", "sites", "variants", "reductions", "architectures"):
+        table.add_column(
+            column, justify="right" if column in {"sites", "architectures"} else "left"
+        )
+    unavailable = []
+    for name in bundled_spaces():
+        try:
+            s = load_space(name)
+        except SESearchError as err:
+            unavailable.append(f"{name}: unavailable: {str(err).split(': ', 2)[-1]}")
+            continue
+        table.add_row(
+            name,
+            s.backbone.model,
+            str(len(s.site_names)),
+            ", ".join(s.choices.variant),
+            ", ".join(map(str, s.choices.reduction)),
+            f"{s.size:,}" if s.size < 10**6 else f"{s.size:.2e}",
+        )
+    return [table, *unavailable]

@@ -1,0 +1,31 @@
+"""A space's candidate as a network: its backbone (weights loaded) with an architecture's SE
+blocks, started as the space's evaluation strategy needs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from se_search.models.arch import Architecture
+from se_search.models.surgery import SEInit, build_backbone, insert_se
+from se_search.space.specs import SearchSpace
+
+__all__ = ["build_model", "se_init"]
+
+
+def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:
+    """The space's backbone (weights loaded) with ``arch``'s SE blocks, started as
+    :func:`se_init` says for the space's strategy.
+
+    Under ``torch.manual_seed(s)``, the ``none`` architecture gives exactly torchvision's
+    model built under the same seed.
+    """
+    arch.check_sites(space.site_names)
+    return insert_se(
+        build_backbone(space.backbone), arch, backbone=space.backbone.model, init=se_init(space)
+    )
+
+
+def se_init(space: SearchSpace) -> SEInit:
+    """``identity`` under the ``finetune`` strategy, which must start from the pretrained
+    backbone's own function; ``default`` (the paper's block) otherwise."""
+    return "identity" if space.evaluation.strategy == "finetune" else "default"

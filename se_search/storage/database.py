@@ -1,0 +1,109 @@
+"""Database plumbing shared by every table: engines with errors that name the fix, one
+transaction per unit of work, retries when concurrent writers collide, and URLs shown
+without their passwords."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from se_search.errors import SESearchError
+
+__all__ = [
+    "StorageError",
+    "open_engine",
+    "redact",
+    "retry_racing",
+    "sqlite_busy_timeout",
+    "transaction",
+]
+
+
+class StorageError(SESearchError):
+    """A database that cannot be opened or does not hold what was asked for."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_busy_timeout(url: str) -> dict[str, Any]:
+    """Engine arguments that make SQLite wait for a lock instead of failing at once."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def _sqlite_wal(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url``, with errors that name the fix (and no password)."""
+    shown = redact(url)
+    try:
+        make_url(url)
+        engine = create_engine(url, **sqlite_busy_timeout(url))
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise StorageError(
+            f"storage {shown!r} is not a database URL SQLAlchemy can open ({err}); use "
+            "sqlite:///se_search.db or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    except ImportError as err:
+        raise StorageError(
+            f"storage {shown!r} needs a database driver that is not installed ({err.name}); "
+            "install it (e.g. pip install 'psycopg[binary]')"
+        ) from None
+    if url.startswith("sqlite"):
+        _sqlite_wal(engine)
+    return engine
+
+
+@contextmanager
+def transaction(sessions: sessionmaker) -> Iterator[Session]:
+    """A session from ``sessions`` as one transaction: committed on success, rolled back on
+    any error, closed either way."""
+    session = sessions()
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def retry_racing(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Run ``action``, again when a concurrent writer made it collide.
+
+    Two processes on one study may both create the tables (ours or Optuna's), or both
+    replace the front, at once; the loser of such a race gets an integrity, programming
+    or operational error. Each attempt is one whole transaction.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None

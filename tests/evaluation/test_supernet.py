@@ -1,0 +1,171 @@
+"""The oneshot strategy's supernet: shared and sliced weights, BN recalibration, training,
+the checkpoint, and a search scored on it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from se_search.engines.local import LocalEngine
+from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.oneshot import recalibrate_bn
+from se_search.evaluation.supernet import SlimmableSE, Supernet
+from se_search.events import SupernetEpoch, SupernetReady
+from se_search.models.arch import Architecture
+from se_search.models.surgery import build_backbone
+from se_search.space import SearchSpace, load_space
+from se_search.space.sampling import largest, random_architecture, smallest
+from se_search.storage.store import ResultsStore
+from se_search.testing.events import EventLog
+from tests.conftest import ASSETS
+
+SPACES = {
+    "resnet18": {"choices.variant": ["none", "standard", "pre", "post", "identity"]},
+    "mobilenet_v2": {"choices.variant": ["none", "inner", "standard", "pre", "identity"]},
+    "vgg11": {"choices.variant": ["none", "standard"]},
+    "mobilenet_v3_small": {"choices.variant": ["keep", "none", "standard"]},
+}
+
+
+def _space(model: str, tmp_path: Path | None = None, **overrides: Any) -> SearchSpace:
+    settings = {
+        "backbone.model": model,
+        "choices.reduction": [4, 8],
+        "choices.gate": ["sigmoid", "hardsigmoid"],
+        "choices.squeeze": ["avg", "max"],
+        "data.image_size": 32,
+        **SPACES.get(model, {}),
+        **overrides,
+    }
+    if tmp_path is not None:
+        settings["storage"] = f"sqlite:///{tmp_path / 'oneshot.db'}"
+    return load_space(ASSETS / "e2e.yaml", settings)
+
+
+def _perturbed(net: nn.Module) -> nn.Module:
+    """Non-trivial weights everywhere: BN statistics and affines, and the SE blocks."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            if isinstance(m, SlimmableSE):
+                for p in m.parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return net.eval()
+
+
+@pytest.mark.parametrize("model", list(SPACES))
+def test_a_candidate_computes_what_the_supernet_computes_for_it(model: str) -> None:
+    """For the smallest, the largest and random architectures: the stand-alone model built
+    from the supernet's weights gives the supernet's logits (options share nothing wrongly)."""
+    space = _space(model)
+    torch.manual_seed(0)
+    supernet = _perturbed(Supernet(space))
+    x = torch.randn(2, 3, 32, 32)
+    rng = random.Random(0)
+    archs = [smallest(space), largest(space), *(random_architecture(space, rng) for _ in range(3))]
+    for arch in archs:
+        supernet.activate(arch)
+        with torch.no_grad():
+            expected = supernet(x)
+            got = supernet.extract(arch).eval()(x)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=arch.summary)
+
+
+def test_a_candidate_holds_exactly_the_supernets_sliced_weights() -> None:
+    space = _space("resnet18")
+    supernet = _perturbed(Supernet(space))
+    arch = Architecture({"layer1.0": "standard:8:max:hardsigmoid", "layer2.1": "pre:4"})
+    model = supernet.extract(arch)
+    own = dict(supernet.net.named_parameters(remove_duplicate=False))
+    for site, variant in (("layer1.0", "standard"), ("layer2.1", "pre")):
+        block = supernet.sites[site].options[variant].se
+        assert isinstance(block, SlimmableSE) and block.fc1.out_channels == block.channels // 4
+        se = model.get_submodule(site).se
+        h = se.fc1.out_channels
+        assert h == block.channels // arch.choice(site).reduction
+        assert torch.equal(se.fc1.weight, block.fc1.weight[:h])
+        assert torch.equal(se.fc1.bias, block.fc1.bias[:h])
+        assert torch.equal(se.fc2.weight, block.fc2.weight[:, :h])
+        assert torch.equal(se.fc2.bias, block.fc2.bias)
+    assert model.get_submodule("layer1.0").se.squeeze.mode == "max"
+    # the backbone's weights are the shared ones, whatever option a site runs
+    for name, p in model.named_parameters():
+        if ".se." not in name:
+            site = next((s for s in supernet.sites if name.startswith(s + ".")), None)
+            key = name
+            if site is not None:
+                key = f"{site}.options.{arch.choice(site).variant}.{name[len(site) + 1 :]}"
+            assert torch.equal(p, own[key]), name
+
+
+def test_the_none_candidate_is_the_plain_backbone_with_the_same_weights() -> None:
+    space = _space("resnet18")
+    supernet = _perturbed(Supernet(space))
+    none = Architecture({})
+    supernet.activate(none)
+    plain = build_backbone(space.backbone)
+    plain.load_state_dict(supernet.candidate_state(none, plain.state_dict()))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(supernet(x), plain.eval()(x))
+    # options share the block's tensors: the standard option's conv is the plain block's
+    site = supernet.sites["layer3.0"]
+    assert site.options["standard"].conv1.weight is site.options["none"].conv1.weight
+
+
+def test_bn_recalibration_replaces_the_running_statistics() -> None:
+    space = _space("resnet18")
+    supernet = _perturbed(Supernet(space))
+    supernet.activate(largest(space))
+    bn = supernet.net.bn1
+    before_mean, before_var = bn.running_mean.clone(), bn.running_var.clone()
+    batches = [torch.randn(8, 3, 32, 32) * 2 + 1 for _ in range(3)]
+    recalibrate_bn(supernet, batches)
+    assert not supernet.training and bn.momentum == 0.1  # momentum restored
+    assert not torch.allclose(bn.running_mean, before_mean)
+    assert not torch.allclose(bn.running_var, before_var)
+    # exactly the statistics of the stem's output over all calibration images
+    with torch.no_grad():
+        stem = torch.cat([supernet.net.conv1(b) for b in batches])
+    torch.testing.assert_close(bn.running_mean, stem.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_oneshot_search_trains_the_supernet_once_and_reuses_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    space = _space(
+        "resnet18", tmp_path,
+        **{"sites": ["layer3.*", "layer4.*"], "data.image_size": 16, "choices.gate": ["sigmoid"],
+           "choices.squeeze": ["avg"], "evaluation.strategy": "oneshot",
+           "evaluation.supernet.epochs": 1, "evaluation.supernet.sampling": "uniform",
+           "search.checkpoints": "none", "search.trials": 3},
+    )  # fmt: skip
+    events = EventLog()
+    summary = LocalEngine(space, listener=events).run()
+    assert summary.finished == 3
+    ready = events.of(SupernetReady)
+    assert len(ready) == 1 and ready[0].trained and Path(ready[0].path).is_file()
+    assert len(events.of(SupernetEpoch)) == 1
+    done = ResultsStore(space.storage).candidates("e2e", states=["complete"])
+    assert all(0 < c["accuracy"] <= 1 and c["epochs"] == 0 for c in done)
+
+    # a resumed run loads the checkpoint instead of training again; scores agree
+    events.clear()
+    LocalEngine(space, listener=events).run(5)
+    ready = events.of(SupernetReady)
+    assert len(ready) == 1 and not ready[0].trained
+    assert not events.of(SupernetEpoch)
+    evaluator = Evaluator(space, artifacts=Path(ready[0].path).parent)
+    first = done[0]
+    arch = Architecture(first["architecture"])
+    assert evaluator.evaluate(arch).metrics["accuracy"] == pytest.approx(first["accuracy"])

@@ -1,0 +1,120 @@
+"""``se-search verify``: stand-alone training of a oneshot study's best candidates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from se_search.cli import app
+from se_search.engines.local import LocalEngine
+from se_search.events import VerifyDone
+from se_search.outputs.report import build_report
+from se_search.outputs.verify import chosen, verify
+from se_search.space import load_space
+from se_search.stats.pareto import pareto_front
+from se_search.storage.database import StorageError
+from se_search.storage.results import Results
+from se_search.storage.store import ResultsStore
+from se_search.testing.events import EventLog
+from tests.conftest import ASSETS
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def oneshot_study(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("verify")
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{root / 'v.db'}", "sites": ["layer4.*"], "data.image_size": 16,
+         "evaluation.strategy": "oneshot", "evaluation.supernet.epochs": 1,
+         "evaluation.supernet.sampling": "uniform", "search.trials": 4,
+         "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space).run()
+    return space.storage
+
+
+def test_verify_trains_the_front_first_stores_and_resumes(oneshot_study: str) -> None:
+    store = ResultsStore(oneshot_study)
+    front = store.front_numbers("e2e")
+    picked = chosen(store, "e2e", 2)
+    assert len(picked) == 2
+    in_front = [c["trial_number"] in front for c in picked]
+    assert in_front == sorted(in_front, reverse=True)  # front members first
+
+    events = EventLog()
+    report = verify(oneshot_study, "e2e", top=2, listener=events)
+    assert sorted(report.trained) == sorted(c["trial_number"] for c in picked)
+    assert len(events.of(VerifyDone)) == 2
+    rows = store.verified("e2e")
+    assert len(rows) == 2
+    for row, cand in zip(rows, sorted(picked, key=lambda c: c["trial_number"])):
+        assert row["searched_accuracy"] == cand["accuracy"]  # the one-shot score, kept
+        assert 0 <= row["accuracy"] <= 1 and row["epochs"] == 1
+        assert Path(row["checkpoint"]).is_file()
+    # the verified front: Pareto over the stand-alone accuracies, marked in the table
+    objectives = {"accuracy": "max", "flops": "min", "latency_ms": "min"}
+    expected = {r["trial_number"] for r in pareto_front(report.rows, objectives)}
+    assert set(report.front) == expected
+    assert {r["trial_number"] for r in store.verified("e2e") if r["on_front"]} == expected
+
+    again = verify(oneshot_study, "e2e", top=2)
+    assert again.trained == []  # nothing trained twice
+    assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in report.rows]
+
+
+def test_a_oneshot_trial_exports_the_weights_verify_trained(oneshot_study: str) -> None:
+    verify(oneshot_study, "e2e", top=2)  # trains nothing when the test above ran
+    results = Results(oneshot_study, "e2e")
+    verified = {r["trial_number"]: r["checkpoint"] for r in results.store.verified("e2e")}
+    number = next(iter(verified))
+    model = results.trained_model(results.trial(number))
+    saved = torch.load(verified[number], weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+    done = results.store.candidates("e2e", states=["complete"])
+    unverified = next(
+        c["trial_number"]
+        for c in done
+        if c["duplicate_of"] is None and c["trial_number"] not in verified
+    )
+    with pytest.raises(
+        StorageError, match=r"scored on the supernet.*se-search verify --study e2e"
+    ):
+        results.trained_model(results.trial(unverified))
+
+
+def test_verify_cli_prints_the_agreement_and_refuses_an_unknown_study(
+    oneshot_study: str,
+) -> None:
+    result = runner.invoke(
+        app, ["verify", "--study", "e2e", "--storage", oneshot_study, "--top", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Kendall tau" in result.output and "verified front" in result.output
+    assert len(ResultsStore(oneshot_study).verified("e2e")) == 3
+
+    result = runner.invoke(app, ["verify", "--study", "nope", "--storage", oneshot_study])
+    assert result.exit_code == 2
+    assert "no study 'nope'" in result.output and "e2e" in result.output
+
+
+def test_the_report_marks_verified_accuracies_and_the_verified_front(oneshot_study: str) -> None:
+    report = verify(oneshot_study, "e2e", top=2)  # trains nothing when the tests above ran
+    html = build_report(oneshot_study, "e2e")
+    table = html[html.index('<table id="verified">') :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(
+        r'<tr data-trial="(\d+)" data-on-front="(true|false)">(.*?)</tr>', table, re.S
+    )
+    assert {int(n) for n, _, _ in rows} == {r["trial_number"] for r in report.rows}
+    assert {int(n) for n, on, _ in rows if on == "true"} == set(report.front)
+    stand_alone = {r["trial_number"]: r["accuracy"] for r in report.rows}
+    for number, _, cells in rows:
+        assert f"<td>{stand_alone[int(number)]:.4f}</td>" in cells
+    assert f"Kendall tau {report.kendall_tau:.3f}" in html

@@ -93,7 +93,7 @@ def main() -> None:
     print(f"training {len(picked)} of them stand-alone ({space.evaluation.epochs} epochs each):")
     print(f"  {'#':>3} {'one-shot':>9} {'stand-alone':>12} {'seconds':>8}  architecture")
     for i in picked:
-        result, _ = alone.train(archs[i])
+        result = alone.train(archs[i])
         pairs.append((scores[i], result.accuracy))
         print(
             f"  {i:>3} {scores[i]:9.4f} {result.accuracy:12.4f} {result.train_seconds:8.1f}  "
@@ -110,7 +110,7 @@ def main() -> None:
         print(f"training them again stand-alone with search.seed {seed}:")
         second = []
         for i in picked:
-            result, _ = again.train(archs[i])
+            result = again.train(archs[i])
             second.append(result.accuracy)
             print(f"  {i:>3} {pairs[picked.index(i)][1]:12.4f} {result.accuracy:12.4f}")
         tau, rho = rank_agreement([b for _, b in pairs], second)

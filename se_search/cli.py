@@ -143,6 +143,7 @@ def run(
     """
     import optuna
 
+    from se_search.display import noise_line
     from se_search.engines import get_engine
     from se_search.outputs.progress import SearchProgress
     from se_search.outputs.tables import front_table
@@ -167,9 +168,11 @@ def run(
         "export", study=summary.study_name, storage=summary.storage, pick="knee",
         format="state_dict", output="model.pt",
     )  # fmt: skip
+    _print(front_table(summary.front, title=title), noise_line(summary.noise))
+    if summary.noise and summary.noise.get("budget_warning"):
+        err_console.print(f"[bold yellow]warning:[/] {summary.noise['budget_warning']}")
     _print(
-        front_table(summary.front, title=title),
-        f"results in {summary.storage} (study {summary.study_name}); export one with\n  {export}",
+        f"results in {summary.storage} (study {summary.study_name}); export one with\n  {export}"
     )
     if summary.finished < summary.target:
         show = command("show", "N", study=summary.study_name, storage=summary.storage)
@@ -207,6 +210,7 @@ def front(
     fmt: Annotated[str, typer.Option(flag("format"), "-f", help="table, json or csv.")] = "table",
 ) -> None:
     """The Pareto front of a study."""
+    from se_search.display import noise_line
     from se_search.outputs.tables import FRONT_FORMATS
 
     if fmt not in FRONT_FORMATS:
@@ -218,8 +222,11 @@ def front(
     out = FRONT_FORMATS[fmt](rows, title=f"Pareto front of {results.study} ({len(rows)})")
     if isinstance(out, str):
         typer.echo(out)
-    else:
-        _print(out)
+        return
+    noise = results.noise()
+    _print(out, noise_line(noise))
+    if noise and noise.get("budget_warning"):
+        _print(f"warning: {noise['budget_warning']}")
 
 
 @app.command()
@@ -230,23 +237,36 @@ def verify(
     top: Annotated[
         int, typer.Option(flag("top"), min=1, help="How many candidates to train.")
     ] = 10,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            flag("epochs"), min=1, help="Train for this many epochs; default: the study's."
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(flag("seeds"), min=1, help="Under this many seeds; default: the study's."),
+    ] = None,
 ) -> None:
-    """Train the top-K candidates stand-alone; rank agreement with the search's scores and
-    the front on verified accuracies. Running it again resumes."""
+    """Train the top-K candidates and the references stand-alone (at --epochs, under
+    --seeds); rank agreement with the search's scores, with a bootstrap interval, and the
+    front on verified accuracies. Running it again resumes."""
     from se_search.outputs.progress import SearchProgress
     from se_search.outputs.tables import verified_table
+    from se_search.outputs.verify import agreement_line, reference_lines
     from se_search.outputs.verify import verify as run_verify
 
     results = _results(space, study, storage)
     report = run_verify(
-        results.storage, results.study, top=top, listener=SearchProgress(err_console)
-    )
+        results.storage, results.study, top=top, epochs=epochs, seeds=seeds,
+        listener=SearchProgress(err_console),
+    )  # fmt: skip
     _print(
         verified_table(report.rows, title=f"verified candidates of {report.study}"),
-        f"rank agreement over {len(report.rows)} candidates: "
-        f"Kendall tau {report.kendall_tau:.3f}, Spearman rho {report.spearman_rho:.3f}; "
-        "verified front (on stand-alone accuracy): "
-        f"trials {', '.join(map(str, report.front)) or '-'}",
+        agreement_line(report),
+        *reference_lines(report),
+        "verified front (on stand-alone accuracy): trials "
+        + (", ".join(map(str, report.front)) or "-"),
     )
 
 
@@ -280,22 +300,33 @@ def export(
     pick: Annotated[
         str | None,
         typer.Option(
-            flag("pick"), help="Pick from the front: knee, max-accuracy, min-latency, min-flops."
+            flag("pick"),
+            help="Pick from the front: knee, max-accuracy, min-latency, min-flops, min-params, "
+            "cheapest-within-noise.",
         ),
     ] = None,
     fmt: Annotated[
         str, typer.Option(flag("format"), "-f", help="state_dict, torchscript or onnx.")
     ] = "state_dict",
+    seed: Annotated[
+        int | None,
+        typer.Option(flag("seed"), help="The weights of this seed; default: the trial's first."),
+    ] = None,
 ) -> None:
     """Write a trial's trained model with its architecture and figures as metadata."""
-    from se_search.outputs.export import export_trial
+    from se_search.outputs.export import export_trial, read_metadata
 
     results = _results(space, study, storage)
     record = results.choose(trial=trial, pick_name=pick)
-    path = export_trial(results, record, fmt=fmt, path=output)
+    path = export_trial(results, record, fmt=fmt, path=output, seed=seed)
+    meta = read_metadata(path)
+    which = ""
+    if meta["seed"] is not None:
+        others = ", ".join(map(str, meta["seeds"]))
+        which = f", the weights of seed {meta['seed']} (trained under seeds {others})"
     _print(
         f"exported trial {record['trial_number']} ({record['summary']}, accuracy "
-        f"{record['accuracy']:.4f}) as {fmt} to {path}"
+        f"{record['accuracy']:.4f}{which}) as {fmt} to {path}"
     )
 
 

@@ -32,6 +32,7 @@ FLAGS: dict[str, str] = {
     "top": "--top",
     "epochs": "--epochs",
     "seeds": "--seeds",
+    "seed": "--seed",
     "group": "--group",
 }
 

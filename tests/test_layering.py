@@ -17,7 +17,7 @@ PACKAGE = Path(se_search.__file__).parent
 
 #: Each stage and the modules (dotted prefixes below ``se_search``) in it, first to last.
 STAGES = [
-    ("foundation", ["", "errors", "commands"]),  # "": the package itself (__version__)
+    ("foundation", ["", "errors", "commands", "display"]),  # "": the package (__version__)
     ("stats", ["stats"]),
     ("models", ["models"]),
     ("space", ["space"]),

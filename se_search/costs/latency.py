@@ -18,7 +18,10 @@ from se_search.costs.timing import (
     torch_threads,
 )
 
-__all__ = ["Latency", "measure_latency"]
+__all__ = ["DISTURBED_IQR", "Latency", "measure_latency"]
+
+#: A measurement whose interquartile range exceeds this share of its median is disturbed.
+DISTURBED_IQR = 0.2
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,18 @@ class Latency:
     repeats: int
     #: ``measured``: timed on the whole model; ``lut``: predicted by the lookup table.
     source: str = "measured"
+    #: Taken a second time because the first was disturbed (see :attr:`disturbed`).
+    remeasured: bool = False
+
+    @property
+    def disturbed(self) -> bool:
+        """Whether the passes spread so widely (an interquartile range over
+        :data:`DISTURBED_IQR` of the median) that another process must have shared the
+        device: a figure not to keep as an objective without taking it again."""
+        return self.iqr_ms > DISTURBED_IQR * self.median_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "disturbed": self.disturbed}
 
 
 def measure_latency(

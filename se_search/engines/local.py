@@ -29,7 +29,7 @@ from se_search.events import (
     ignore,
 )
 from se_search.space import SearchSpace
-from se_search.storage.artifacts import save_checkpoint
+from se_search.storage.artifacts import save_checkpoints
 from se_search.storage.tables import RunStatus
 
 __all__ = ["TRIAL_FAILURES", "LocalEngine"]
@@ -120,8 +120,11 @@ class LocalEngine:
                 raise  # interrupts, configuration errors and bugs stop the run
             return False
         checkpoint = None
-        if evaluation.model is not None and self.space.search.checkpoints != "none":
-            checkpoint = save_checkpoint(evaluation.model, rec.checkpoint_dir, trial.number, arch)
+        if self.space.search.checkpoints != "none":
+            checkpoint = save_checkpoints(
+                evaluation.models, evaluation.metrics.get("seed_results", []),
+                rec.checkpoint_dir, trial.number, arch,
+            )  # fmt: skip
         front = rec.complete(
             trial,
             evaluation,

@@ -25,7 +25,7 @@ from ray import tune
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
-from se_search.storage.artifacts import save_checkpoint
+from se_search.storage.artifacts import save_checkpoints
 
 __all__ = ["EvaluatorFactory", "evaluate_trial", "for_workers", "shown"]
 
@@ -99,10 +99,11 @@ def evaluate_trial(
         tune.report({**final, **shown(evaluator.costs(arch), accuracy=False), "se_failed": failed})
         return
     checkpoint = None
-    if evaluation.model is not None and space.search.checkpoints != "none":
-        checkpoint = save_checkpoint(
-            evaluation.model, Path(config["se_checkpoint_dir"]), config["se_trial"], arch
-        )
+    if space.search.checkpoints != "none":  # the paths travel in the metrics' seed results
+        checkpoint = save_checkpoints(
+            evaluation.models, evaluation.metrics.get("seed_results", []),
+            Path(config["se_checkpoint_dir"]), config["se_trial"], arch,
+        )  # fmt: skip
     tune.report({
         **final,
         **shown(evaluation.metrics),

@@ -26,12 +26,15 @@ import torch
 from optuna.trial import TrialState
 
 from se_search import __version__
+from se_search.engines.noise import update_noise
 from se_search.engines.sampling import architecture_params, open_storage, open_study
 from se_search.evaluation.evaluator import Evaluation, Evaluator
 from se_search.evaluation.stopping import EPOCHS_ATTR
 from se_search.events import LatencyChecked, Listener, TrialDone
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
+from se_search.space.sampling import reference_architectures
+from se_search.stats.noise import mark_ties
 from se_search.stats.pareto import pareto_front
 from se_search.storage.artifacts import checkpoint_dir, optuna_artifacts_dir
 from se_search.storage.dashboard import (
@@ -58,7 +61,8 @@ class RunSummary:
     target: int
     ran: int  # trials evaluated by this run
     failed: int
-    front: list[dict]
+    front: list[dict]  # with accuracy_se and within_noise_of
+    noise: dict[str, Any] | None = None  # the run's noise floor and budget warning
 
 
 def _pid_alive(pid: int) -> bool:
@@ -105,6 +109,7 @@ class StudyRecorder:
         self.artifacts = artifact_store(optuna_artifacts_dir(space, storage))
         self.site_names = [s.name for s in space.all_sites]
         self.run_id: int | None = None
+        self._note_key: tuple[Any, ...] | None = None  # what the study's note shows
         self._histories: dict[int, list[float]] = {}  # per-epoch accuracy, by trial number
         # Early stopping compares a trial with the others, in whichever process they run:
         # their histories go to the study after every epoch. Otherwise once, at the end.
@@ -137,8 +142,7 @@ class StudyRecorder:
         if not self.space.search.seed_paper or self.study.get_trials(deepcopy=False):
             return []
         queued = []
-        for preset in ("none", "keep", "standard:16"):  # keep: a backbone's own SE blocks
-            arch = Architecture.uniform(self.space.site_names, preset)
+        for preset, arch in reference_architectures(self.space).items():
             params = architecture_params(arch, self.space)
             if params is not None:
                 self.study.enqueue_trial(
@@ -167,10 +171,15 @@ class StudyRecorder:
             self.store.finish_run(self.run_id, status)
 
     def summary(self, *, target: int, ran: int, failed: int) -> RunSummary:
-        front = self.store.front(self.study_name)
+        """What the run leaves, after the budget check (:func:`update_noise`)."""
+        noise = None
+        if self.run_id is not None:
+            noise = update_noise(self.store, self.space, self.run_id, check_budget=True)
+        front = mark_ties(self.store.front(self.study_name), self.space.objectives)
         return RunSummary(
-            self.study_name, redact(self.storage), self.finished(), target, ran, failed, front
-        )
+            self.study_name, redact(self.storage), self.finished(), target, ran, failed, front,
+            noise,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------------------- trials
 
@@ -253,6 +262,11 @@ class StudyRecorder:
             trial, CandidateState.COMPLETE, node, metrics=evaluation.metrics,
             duplicate_of=duplicate_of, checkpoint=checkpoint,
         )  # fmt: skip
+        seeds = evaluation.metrics.get("seed_results") or []
+        if duplicate_of is None and seeds:
+            self.store.add_seed_results(self.study_name, trial.number, seeds)
+            if len(seeds) > 1 and self.run_id is not None:  # the noise floor moves
+                update_noise(self.store, self.space, self.run_id)
         return self.update_front()
 
     def prune(
@@ -325,16 +339,22 @@ class StudyRecorder:
         study's note), prune checkpoints; the front's rows (:meth:`ResultsStore.scored`)."""
         done = self.store.scored(self.study_name)
         front = pareto_front(done, self.space.objectives)
-        if {c["trial_number"] for c in front} != self.store.front_numbers(self.study_name):
+        numbers = {c["trial_number"] for c in front}
+        if numbers != self.store.front_numbers(self.study_name):
             members = [(c["trial_number"], c["arch_hash"]) for c in front]
             self.store.set_front(self.study_name, members)
-            objectives, shown = dict(self.space.objectives), redact(self.storage)
-            note = front_note(front, objectives, self.study_name, shown)
-            optuna_dashboard.save_note(self.study, note)  # the study's note follows the front
+        noise = self.store.noise(self.study_name)
+        note_key = (frozenset(numbers), noise and noise["sigma"])
+        if note_key != self._note_key:  # the study's note follows the front and its noise
+            self._note_key = note_key
+            rows = mark_ties(self.store.annotate(self.study_name, [dict(c) for c in front]),
+                             self.space.objectives)  # fmt: skip
+            note = front_note(rows, dict(self.space.objectives), self.study_name,
+                              redact(self.storage), noise)  # fmt: skip
+            optuna_dashboard.save_note(self.study, note)
         if self.space.search.checkpoints == "front":
-            members = {c["trial_number"] for c in front}
             for c in done:
-                if c["checkpoint"] and c["trial_number"] not in members:
-                    Path(c["checkpoint"]).unlink(missing_ok=True)
-                    self.store.set_checkpoint(self.study_name, c["trial_number"], None)
+                if c["checkpoint"] and c["trial_number"] not in numbers:
+                    for path in self.store.drop_checkpoints(self.study_name, c["trial_number"]):
+                        Path(path).unlink(missing_ok=True)
         return list(front)

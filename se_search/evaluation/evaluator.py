@@ -8,8 +8,9 @@ none of them trains or scores anything itself.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ from se_search.costs.flops import CostTable
 from se_search.costs.latency import Latency, measure_latency
 from se_search.costs.timing import resolve_device
 from se_search.errors import SESearchError
-from se_search.evaluation.train import TrainResult, train_and_evaluate
+from se_search.evaluation.strategies import STRATEGIES, Strategy, Trained
 from se_search.events import (
     LatencyTableProgress,
     LatencyTableReady,
@@ -33,6 +34,7 @@ from se_search.events import (
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.space import SearchSpace, build_model
+from se_search.space.sampling import reference_architectures
 
 __all__ = ["WORST", "Evaluation", "Evaluator"]
 
@@ -48,8 +50,13 @@ class Evaluation:
     metrics: dict[str, Any]  # accuracy, params, flops, latency_ms, ... as stored
     feasible: bool
     violations: dict[str, float] = field(default_factory=dict)  # constraint -> value - cap
-    model: nn.Module | None = None  # the trained model, when it was trained
+    models: list[nn.Module | None] = field(default_factory=list)  # per seed, when trained
     seconds: float = 0.0
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The first seed's trained model (what a checkpoint keeps when there is one)."""
+        return self.models[0] if self.models else None
 
     def values(self, objectives: dict[str, str]) -> list[float]:
         """Objective values in ``objectives`` order, for Optuna."""
@@ -57,30 +64,6 @@ class Evaluation:
             self.metrics[k] if self.metrics.get(k) is not None else WORST[d]
             for k, d in objectives.items()
         ]
-
-
-def zero_init_residual(model: nn.Module, space: SearchSpace) -> None:
-    """Start every residual branch's last norm at scale 0, so each block starts as identity.
-
-    From scratch and with only a few epochs, torchvision's ResNets train poorly without it
-    (ResNet-50 on digits: 27% vs 92% validation accuracy after 2 epochs); it is Goyal et
-    al.'s (2017) recipe and timm's default. It applies to every candidate alike.
-    """
-    family = get_backbone(space.backbone.model)
-    with torch.no_grad():
-        for site in space.all_sites:
-            norm = family.last_norm(model.get_submodule(site.name))
-            if norm is not None:
-                norm.weight.zero_()
-
-
-#: How each ``evaluation.strategy`` obtains a candidate's accuracy (finetune trains like
-#: train: its models start from ``backbone.weights`` with identity-initialised SE blocks).
-STRATEGIES: dict[str, Callable[[Evaluator], Callable[..., Any]]] = {
-    "train": lambda ev: ev._train_for_real,
-    "finetune": lambda ev: ev._train_for_real,
-    "oneshot": lambda ev: ev._score_oneshot,
-}
 
 
 class Evaluator:
@@ -94,13 +77,14 @@ class Evaluator:
         self,
         space: SearchSpace,
         *,
-        train: Callable[[Architecture, Callable[[int, float], None] | None], Any] | None = None,
+        train: Strategy | None = None,
         latency: Callable[[Architecture], Latency] | None = None,
         artifacts: Path | None = None,
         storage: str | None = None,
     ) -> None:
         self.space = space
         self._train = train or STRATEGIES[space.evaluation.strategy](self)
+        self._scores_on_supernet = train is None and space.evaluation.strategy == "oneshot"
         self._latency = latency or (
             self.measure_latency if space.latency.mode == "measure" else self._predict_latency
         )
@@ -190,41 +174,6 @@ class Evaluator:
 
     # ---------------------------------------------------------------------------- training
 
-    def _train_for_real(
-        self, arch: Architecture, report: Callable[[int, float], None] | None
-    ) -> tuple[TrainResult, nn.Module]:
-        from se_search.evaluation.data import make_loader
-
-        ev, seed, spec = self.space.evaluation, self.space.search.seed, self.space.data
-        torch.manual_seed(seed)  # every candidate starts from the same random state
-        model = build_model(self.space, arch)
-        if ev.zero_init_residual and ev.strategy != "finetune":  # keep the pretrained function
-            zero_init_residual(model, self.space)
-
-        def loader(dataset: Any, shuffle: bool) -> Any:
-            return make_loader(
-                dataset,
-                batch_size=spec.batch_size,
-                shuffle=shuffle,
-                seed=seed,
-                num_workers=spec.num_workers,
-                device=self.device,
-            )
-
-        result = train_and_evaluate(
-            model,
-            train_loader=loader(self.data.train, True),
-            val_loader=loader(self.data.val, False),
-            epochs=ev.epochs,
-            lr=ev.lr,
-            momentum=ev.momentum,
-            weight_decay=ev.weight_decay,
-            device=self.device,
-            report=report,
-            compile=ev.compile,
-        )
-        return result, model
-
     # ----------------------------------------------------------------------------- oneshot
 
     def prepare(self, listener: Listener = ignore) -> None:
@@ -232,7 +181,7 @@ class Evaluator:
         supernet's checkpoint or train it; with a latency lookup table, measure the entries the
         database lacks. ``listener`` gets the events of both."""
         self._listener = listener
-        if self._train == self._score_oneshot:
+        if self._scores_on_supernet:
             _ = self.scorer
         if self._latency == self._predict_latency and self.needs_latency:
             self.fill_lut()
@@ -255,6 +204,7 @@ class Evaluator:
     def scorer(self) -> Any:
         """The oneshot strategy's :class:`~se_search.evaluation.oneshot.OneShotScorer`, its
         supernet loaded from the study's artifacts or trained (and saved) first."""
+        from se_search.evaluation import strategies
         from se_search.evaluation.oneshot import supernet_scorer
 
         if self.artifacts is None:
@@ -266,23 +216,26 @@ class Evaluator:
             device=self.device,
             artifacts=Path(self.artifacts),
             may_train=self.may_train_supernet,
-            init=(lambda net: zero_init_residual(net, space))
+            init=(lambda net: strategies.zero_init_residual(net, space))
             if space.evaluation.zero_init_residual
             else None,
             listener=self._listener,
         )
 
-    def _score_oneshot(
-        self, arch: Architecture, report: Callable[[int, float], None] | None
-    ) -> tuple[TrainResult, None]:
-        start = time.perf_counter()
-        accuracy = self.scorer.score(arch)
-        return TrainResult(accuracy, 0, time.perf_counter() - start), None
+    def seeds(self, arch: Architecture) -> list[int]:
+        """The seeds ``arch`` trains under: ``evaluation.seeds`` of them from
+        ``search.seed`` on; a reference architecture (:func:`reference_architectures`)
+        under at least ``evaluation.noise_seeds``, which measure the run's noise."""
+        ev = self.space.evaluation
+        count = ev.seeds
+        if ev.noise_seeds and arch in reference_architectures(self.space).values():
+            count = max(count, ev.noise_seeds)
+        return [self.space.search.seed + i for i in range(count)]
 
-    def train(self, arch: Architecture) -> tuple[TrainResult, nn.Module | None]:
-        """Obtain ``arch``'s accuracy by the strategy, without costs or constraints (what
-        ``se-search verify`` runs on the stand-alone strategy)."""
-        return self._train(arch, None)
+    def train(self, arch: Architecture, seeds: Sequence[int] | None = None) -> Trained:
+        """Obtain ``arch``'s accuracy by the strategy under ``seeds`` (default
+        :meth:`seeds`), without costs or constraints (what ``se-search verify`` runs)."""
+        return self._train(arch, list(seeds or self.seeds(arch)), None)
 
     def evaluate(
         self, arch: Architecture, *, report: Callable[[int, float], None] | None = None
@@ -292,18 +245,49 @@ class Evaluator:
         An infeasible candidate is not trained: its accuracy stays ``None`` (stored) and its
         objective value is the worst possible. Exceptions from training (``Diverged``, or
         whatever ``report`` raises to stop early) propagate to the engine.
+
+        A latency measurement that another process disturbed (:attr:`Latency.disturbed`) is
+        taken again once, later: right away when it breaks a constraint (so that a
+        disturbance cannot reject a candidate), else after training. If it is disturbed
+        again, the faster of the two is kept, flagged ``disturbed``.
         """
         start = time.perf_counter()
         metrics = self.costs(arch)
         violations = self.violations(metrics)
         feasible = all(v <= 0 for v in violations.values())
+        disturbed = self._disturbed(arch)
+        if disturbed and not feasible:
+            metrics.update(self._remeasure(arch))
+            violations = self.violations(metrics)
+            feasible, disturbed = all(v <= 0 for v in violations.values()), False
         evaluation = Evaluation(arch, metrics, feasible, violations)
         if feasible:
-            result, model = self._train(arch, report)
+            trained = self._train(arch, self.seeds(arch), report)
             metrics.update(
-                accuracy=result.accuracy, train_seconds=result.train_seconds, epochs=result.epochs
+                accuracy=trained.accuracy,
+                train_seconds=trained.train_seconds,
+                epochs=trained.epochs,
+                seed_results=trained.seed_results(),
             )
-            evaluation.model = model
+            evaluation.models = trained.models
+        if disturbed:
+            metrics.update(self._remeasure(arch))
         metrics.update(feasible=feasible, violations=violations or None)
         evaluation.seconds = time.perf_counter() - start
         return evaluation
+
+    def _disturbed(self, arch: Architecture) -> bool:
+        latency = self._latencies.get(arch.hash)
+        return latency is not None and latency.source == "measured" and latency.disturbed
+
+    def _remeasure(self, arch: Architecture) -> dict[str, Any]:
+        """Time ``arch`` again; keep the undisturbed, or else the faster, measurement."""
+        first, again = self._latencies[arch.hash], self._latency(arch)
+        kept = again if not again.disturbed else min(first, again, key=lambda m: m.median_ms)
+        kept = dataclasses.replace(kept, remeasured=True)
+        self._latencies[arch.hash] = kept
+        return {
+            "latency_ms": kept.median_ms,
+            "latency_iqr_ms": kept.iqr_ms,
+            "latency": kept.to_dict(),
+        }

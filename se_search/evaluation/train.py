@@ -15,8 +15,9 @@ compilation).
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -26,12 +27,15 @@ from torch.utils.data import DataLoader
 
 __all__ = [
     "Diverged",
+    "EpochResult",
     "TrainResult",
     "autocast",
     "evaluate",
     "make_optimizer",
     "memory_format",
     "train_and_evaluate",
+    "train_in_lockstep",
+    "training_epochs",
 ]
 
 
@@ -47,6 +51,7 @@ class TrainResult:
     history: list[float] = field(default_factory=list)  # validation accuracy per epoch
     images_per_second: float = 0.0  # training images per second of training steps
     epoch_images_per_second: list[float] = field(default_factory=list)  # the same, per epoch
+    seed: int = 0  # what seeded its initialisation and batch order
 
 
 def autocast(device: torch.device) -> AbstractContextManager[object]:
@@ -100,6 +105,71 @@ def make_optimizer(
     return optimizer, schedule
 
 
+@dataclass(frozen=True)
+class EpochResult:
+    """One epoch of one training run."""
+
+    epoch: int  # 1-based
+    accuracy: float  # validation top-1 after it
+    images: int  # training images seen in it
+    seconds: float  # of its training steps (evaluation not counted)
+
+
+def training_epochs(
+    model: nn.Module,
+    *,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    device: torch.device,
+    compile: bool = False,
+) -> Iterator[EpochResult]:
+    """Train ``model`` in place, one epoch per step of the iterator, scoring it on
+    ``val_loader`` after each: several runs (seeds) can advance in lockstep.
+
+    Raises:
+        Diverged: when the loss of an epoch is NaN or infinite.
+    """
+    fmt = memory_format(device)
+    model.to(device, memory_format=fmt)
+    net = torch.compile(model) if compile else model
+    optimizer, schedule = make_optimizer(
+        model,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        steps=epochs * len(train_loader),
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        epoch_images, epoch_start = 0, time.perf_counter()
+        for batch, labels in train_loader:
+            batch = batch.to(device, non_blocking=True, memory_format=fmt)
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device):
+                loss = loss_fn(net(batch), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach().float()
+            epoch_images += labels.numel()
+        mean_loss = loss_sum.item() / max(1, len(train_loader))  # waits for the last step
+        seconds = time.perf_counter() - epoch_start
+        if not math.isfinite(mean_loss):
+            raise Diverged(
+                f"the training loss became {mean_loss} in epoch {epoch}; "
+                f"lower evaluation.lr (now {lr}) or check the data"
+            )
+        accuracy = evaluate(net, val_loader, device=device)
+        yield EpochResult(epoch, accuracy, epoch_images, seconds)
+
+
 def train_and_evaluate(
     model: nn.Module,
     *,
@@ -122,53 +192,50 @@ def train_and_evaluate(
     Raises:
         Diverged: when the loss of an epoch is NaN or infinite.
     """
-    fmt = memory_format(device)
-    model.to(device, memory_format=fmt)
-    net = torch.compile(model) if compile else model
-    optimizer, schedule = make_optimizer(
-        model,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        steps=epochs * len(train_loader),
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[float] = []
-    rates: list[float] = []
-    images, train_seconds = 0, 0.0
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        epoch_images, epoch_start = 0, time.perf_counter()
-        for batch, labels in train_loader:
-            batch = batch.to(device, non_blocking=True, memory_format=fmt)
-            labels = labels.to(device, non_blocking=True)
-            with autocast(device):
-                loss = loss_fn(net(batch), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach().float()
-            epoch_images += labels.numel()
-        mean_loss = loss_sum.item() / max(1, len(train_loader))  # waits for the last step
-        seconds = time.perf_counter() - epoch_start
-        rates.append(epoch_images / seconds if seconds > 0 else 0.0)
-        images, train_seconds = images + epoch_images, train_seconds + seconds
-        if not math.isfinite(mean_loss):
-            raise Diverged(
-                f"the training loss became {mean_loss} in epoch {epoch}; "
-                f"lower evaluation.lr (now {lr}) or check the data"
+    [result] = train_in_lockstep(
+        [
+            training_epochs(
+                model, train_loader=train_loader, val_loader=val_loader, epochs=epochs, lr=lr,
+                momentum=momentum, weight_decay=weight_decay, device=device, compile=compile,
             )
-        history.append(evaluate(net, val_loader, device=device))
+        ],
+        seeds=[0],
+        report=report,
+    )  # fmt: skip
+    return result
+
+
+def train_in_lockstep(
+    runs: Sequence[Iterator[EpochResult]],
+    *,
+    seeds: Sequence[int],
+    report: Callable[[int, float], None] | None = None,
+) -> list[TrainResult]:
+    """Advance every run (one per seed) an epoch at a time; after each epoch ``report``
+    gets the mean validation accuracy over the runs (what early stopping compares). One
+    :class:`TrainResult` per run."""
+    start = time.perf_counter()
+    epochs: list[list[EpochResult]] = [[] for _ in runs]
+    for row in zip(*runs):
+        for done, result in zip(epochs, row):
+            done.append(result)
         if report is not None:
-            report(epoch, history[-1])
-    return TrainResult(
-        accuracy=history[-1],
-        epochs=len(history),
-        train_seconds=time.perf_counter() - start,
-        history=history,
-        images_per_second=images / train_seconds if train_seconds > 0 else 0.0,
-        epoch_images_per_second=rates,
-    )
+            report(row[0].epoch, statistics.fmean(r.accuracy for r in row))
+    seconds = time.perf_counter() - start
+    results = []
+    for seed, done in zip(seeds, epochs):
+        images, steps = sum(r.images for r in done), sum(r.seconds for r in done)
+        results.append(
+            TrainResult(
+                accuracy=done[-1].accuracy,
+                epochs=len(done),
+                train_seconds=seconds / len(runs),
+                history=[r.accuracy for r in done],
+                images_per_second=images / steps if steps > 0 else 0.0,
+                epoch_images_per_second=[
+                    r.images / r.seconds if r.seconds > 0 else 0.0 for r in done
+                ],
+                seed=seed,
+            )
+        )
+    return results

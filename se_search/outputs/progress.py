@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from se_search.display import fmt
 from se_search.events import (
     Event,
     LatencyChecked,
@@ -36,7 +37,7 @@ from se_search.events import (
     VerifyDone,
     VerifyStarted,
 )
-from se_search.outputs.tables import fmt, latency_check_table
+from se_search.outputs.tables import latency_check_table
 
 __all__ = ["SearchProgress"]
 

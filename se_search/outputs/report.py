@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from se_search.commands import command
+from se_search.display import accuracy_cell, latency_cell, noise_line
 from se_search.errors import SESearchError
 from se_search.models.arch import Architecture
 from se_search.models.variants import VARIANTS
 from se_search.outputs.verify import verified_rows
 from se_search.space import backbone_sites
 from se_search.stats.hypervolume import hypervolume_history
-from se_search.stats.ranking import rank_agreement
+from se_search.stats.noise import mark_ties
+from se_search.stats.ranking import kendall_ci, rank_agreement
 from se_search.storage.dashboard import VARIANT_COLOURS
 from se_search.storage.database import redact
 from se_search.storage.results import Results
@@ -174,13 +176,19 @@ def build_report(storage: str, study: str) -> str:
         loader=jinja2.FileSystemLoader(dashboards_dir()), autoescape=jinja2.select_autoescape()
     )
     shown = redact(storage)
-    verified = sorted(verified_rows(results.store, study), key=lambda r: -r["accuracy"])
-    tau, rho = rank_agreement(
-        [r["searched_accuracy"] for r in verified], [r["accuracy"] for r in verified]
-    )
+    verified_all, _ = verified_rows(results.store, study)
+    verified = sorted(verified_all, key=lambda r: -r["accuracy"])
+    mark_ties([r for r in verified if r["on_front"]], results.objectives)
+    pairs = [r["searched_accuracy"] for r in verified], [r["accuracy"] for r in verified]
+    (tau, rho), (low, high) = rank_agreement(*pairs), kendall_ci(*pairs)
+    noise = results.noise()
     return env.get_template("report.html.j2").render(
         verified=verified,
-        agreement={"tau": tau, "rho": rho},
+        agreement={"tau": tau, "rho": rho, "low": low, "high": high},
+        noise_line=noise_line(noise),
+        budget_warning=noise and noise.get("budget_warning"),
+        accuracy_cell=accuracy_cell,
+        latency_cell=latency_cell,
         study=study,
         storage=shown,
         objectives=results.objectives,

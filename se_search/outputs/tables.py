@@ -13,26 +13,22 @@ from typing import Any
 
 from rich.table import Table
 
+from se_search.display import DISTURBED_MARK, TIE_MARK, accuracy_cell, fmt, latency_cell
 from se_search.models.variants import VARIANTS
 
 __all__ = [
     "FRONT_FORMATS",
     "LEGEND",
     "description_table",
-    "fmt",
     "front_table",
     "latency_check_table",
     "verified_table",
 ]
 
 
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 COLUMNS = (
     "trial",
-    "accuracy",
+    "accuracy ± se",
     "params (M)",
     "GMACs",
     "latency ms",
@@ -40,7 +36,8 @@ COLUMNS = (
 )
 LEGEND = (
     "placement: one site each, S standard P pre O post I identity M inner + ratio, "
-    "K kept, - none, | stage"
+    f"K kept, - none, | stage; {TIE_MARK}: accuracy within noise of a cheaper member; "
+    f"{DISTURBED_MARK}: latency disturbed when measured twice"
 )
 
 
@@ -52,10 +49,10 @@ def front_table(rows: list[dict], *, title: str) -> Table:
     for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         table.add_row(
             str(row["trial_number"]),
-            fmt(row["accuracy"], ".4f"),
+            accuracy_cell(row),
             fmt(row["params"] and row["params"] / 1e6, ".3f"),
             fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
-            fmt(row["latency_ms"], ".3f"),
+            latency_cell(row),
             row["placement"],
         )
     return table
@@ -63,14 +60,20 @@ def front_table(rows: list[dict], *, title: str) -> Table:
 
 def verified_table(rows: list[dict], *, title: str) -> Table:
     """Verified candidates: the search's accuracy beside the stand-alone one."""
-    table = Table(title=title, caption="*: on the verified front (stand-alone accuracy)")
-    for header in ("trial", "search acc", "stand-alone acc", "GMACs", "latency ms", "placement"):
+    table = Table(
+        title=title,
+        caption=f"*: on the verified front (stand-alone accuracy); {TIE_MARK}: within noise "
+        "of a cheaper front member",
+    )
+    headers = ("trial", "search acc", "stand-alone acc ± se", "epochs", "GMACs", "latency ms")
+    for header in (*headers, "placement"):
         table.add_column(header, justify="left" if header == "placement" else "right")
     for row in sorted(rows, key=lambda r: -r["accuracy"]):
         table.add_row(
             f"{row['trial_number']}{'*' if row['on_front'] else ''}",
             fmt(row["searched_accuracy"], ".4f"),
-            fmt(row["accuracy"], ".4f"),
+            accuracy_cell(row),
+            str(row["epochs"]),
             fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
             fmt(row["latency_ms"], ".3f"),
             row["placement"],

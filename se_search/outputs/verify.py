@@ -1,31 +1,39 @@
-"""``se-search verify``: train the best candidates stand-alone and see whether the search's
-cheap scores (one-shot, or a short budget) ranked them right.
+"""``se-search verify``: train the best candidates stand-alone, at the search's budget or a
+higher one, and see whether the search's cheap scores (one-shot, or a short budget) ranked
+them right.
 
-The top ``K`` candidates (front members first, then the rest by the search's accuracy) are
-trained from scratch with the study's own ``evaluation`` budget (the ``train`` strategy; a
-``finetune`` study fine-tunes them again). Each result is stored in ``se_verified`` as soon as
-it is known, so an interrupted verify resumes where it stopped. Kendall's tau-b and Spearman's
-rho between the search's and the stand-alone accuracies measure how far the cheap scores can
-be trusted; the *verified front* is the Pareto front of the verified candidates with their
-stand-alone accuracies, marked ``on_front`` in ``se_verified``.
+The top ``K`` candidates (front members first, then the rest by the search's accuracy) and
+the references (``none``, ``standard:16``) are trained from scratch (the ``train`` strategy;
+a ``finetune`` study fine-tunes them again) for ``--epochs`` (default: the study's) under
+``--seeds`` seeds (default: the study's ``evaluation.seeds``; the references under at least
+``evaluation.noise_seeds``), the same seeds the search used. Each result is stored as soon as
+it is known (``se_verified``, and each seed in ``se_seed_results``), so an interrupted verify
+resumes where it stopped. Kendall's tau-b (with a bootstrap 95% interval) and Spearman's rho
+between the search's and the stand-alone accuracies measure how far the cheap scores can be
+trusted; the *verified front* is the Pareto front of the verified candidates with their
+stand-alone accuracies, marked ``on_front`` in ``se_verified``, its ties marked as the
+search's front's are.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, space_from_json
+from se_search.space.sampling import reference_architectures
+from se_search.stats.noise import mark_ties, pooled_sd, standard_error
 from se_search.stats.pareto import pareto_front
-from se_search.stats.ranking import rank_agreement
-from se_search.storage.artifacts import checkpoint_dir, save_checkpoint
+from se_search.stats.ranking import kendall_ci, rank_agreement
+from se_search.storage.artifacts import checkpoint_dir, save_checkpoints
 from se_search.storage.database import StorageError, redact
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
-__all__ = ["VerifyReport", "verified_rows", "verify"]
+__all__ = ["VerifyReport", "chosen", "verified_rows", "verify"]
 
 
 @dataclass
@@ -36,19 +44,31 @@ class VerifyReport:
     spearman_rho: float
     front: list[int]  # the verified front's trial numbers
     trained: list[int] = field(default_factory=list)  # trained by this call
+    kendall_ci: tuple[float, float] = (float("nan"), float("nan"))  # bootstrap 95%
+    sigma: float | None = None  # the noise of the stand-alone accuracies
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)  # where they land
 
 
-def _stand_alone(space: SearchSpace) -> SearchSpace:
-    """The study's space with candidates trained for real (oneshot -> train)."""
-    if space.evaluation.strategy != "oneshot":
-        return space
-    evaluation = space.evaluation.model_copy(update={"strategy": "train"})
+def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) -> SearchSpace:
+    """The study's space as verify trains it: for real (oneshot -> train), for ``epochs``
+    under ``seeds`` seeds (None: the study's)."""
+    update: dict[str, Any] = {}
+    if space.evaluation.strategy == "oneshot":
+        update["strategy"] = "train"
+    if epochs is not None:
+        update["epochs"] = epochs
+    if seeds is not None:
+        update["seeds"] = seeds
+    evaluation = space.evaluation.model_copy(update=update)
     return space.model_copy(update={"evaluation": evaluation})
 
 
-def chosen(store: ResultsStore, study: str, top: int) -> list[dict[str, Any]]:
-    """The ``top`` candidates to verify: trained (not copies), feasible, scored; front
-    members first, then by the search's accuracy."""
+def chosen(
+    store: ResultsStore, study: str, top: int, space: SearchSpace | None = None
+) -> list[dict[str, Any]]:
+    """The candidates to verify: the ``top`` trained (not copies), feasible, scored ones,
+    front members first, then by the search's accuracy; and, given the ``space``, its
+    reference designs wherever they rank."""
     front = store.front_numbers(study)
     done = [
         c
@@ -56,16 +76,26 @@ def chosen(store: ResultsStore, study: str, top: int) -> list[dict[str, Any]]:
         if c["duplicate_of"] is None and c["feasible"] and c["accuracy"] is not None
     ]
     done.sort(key=lambda c: (c["trial_number"] not in front, -c["accuracy"], c["trial_number"]))
-    return done[:top]
+    picked = done[:top]
+    if space is not None:
+        references = {a.hash for a in reference_architectures(space).values()}
+        picked += [c for c in done[top:] if c["arch_hash"] in references]
+    return picked
 
 
 def verify(
-    storage: str, study: str, *, top: int = 10, listener: Listener = ignore
+    storage: str,
+    study: str,
+    *,
+    top: int = 10,
+    epochs: int | None = None,
+    seeds: int | None = None,
+    listener: Listener = ignore,
 ) -> VerifyReport:
-    """Train the study's top ``top`` candidates stand-alone; store and compare."""
+    """Train the study's top ``top`` candidates and its references stand-alone; store and
+    compare."""
     from se_search.evaluation.evaluator import Evaluator
 
-    emit = listener
     store = ResultsStore(storage, read_only=True)
     studies = store.studies()
     if study not in studies:
@@ -77,26 +107,33 @@ def verify(
     run = store.latest_run(study)
     assert run is not None
     space = space_from_json(run.space_json, origin=f"study {study!r} in {redact(storage)}")
-    evaluator = Evaluator(_stand_alone(space))
+    evaluator = Evaluator(stand_alone(space, epochs=epochs, seeds=seeds))
+    budget = evaluator.space.evaluation.epochs
     folder = checkpoint_dir(space, storage) / "verified"
     done = {v["trial_number"]: v for v in store.verified(study)}
-    picked = chosen(store, study, top)
+    done_seeds = store.seed_results(study, verified=True)
+    picked = chosen(store, study, top, space)
     trained = []
     for i, cand in enumerate(picked, 1):
-        number = cand["trial_number"]
-        if number in done and done[number]["arch_hash"] == cand["arch_hash"]:
-            continue  # verified before: resumable
-        arch = Architecture(cand["architecture"])
-        emit(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
-        result, model = evaluator.train(arch)
-        path = save_checkpoint(model, folder, number, arch)
+        number, arch = cand["trial_number"], Architecture(cand["architecture"])
+        wanted = evaluator.seeds(arch)
+        have = {r["seed"] for r in done_seeds.get(number, []) if r["epochs"] == budget}
+        old = done.get(number)
+        same = old and old["arch_hash"] == cand["arch_hash"] and old["epochs"] == budget
+        if same and (set(wanted) <= have or (not have and len(wanted) == 1)):
+            continue  # verified before at this budget (0.1.0 kept no seeds): resumable
+        listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
+        result = evaluator.train(arch, wanted)
+        runs = result.seed_results()
+        path = save_checkpoints(result.models, runs, folder, number, arch)
+        store.add_seed_results(study, number, runs, verified=True)
         store.add_verified(
             study, number, arch_hash=cand["arch_hash"], searched_accuracy=cand["accuracy"],
             accuracy=result.accuracy, train_seconds=result.train_seconds, epochs=result.epochs,
             checkpoint=path,
         )  # fmt: skip
         trained.append(number)
-        emit(
+        listener(
             VerifyDone(
                 trial=number,
                 searched=cand["accuracy"],
@@ -104,31 +141,88 @@ def verify(
                 train_seconds=result.train_seconds,
             )
         )
-    return _summarise(store, study, dict(space.objectives), trained)
+    return summarise(store, space, trained)
 
 
-def verified_rows(store: ResultsStore, study: str) -> list[dict[str, Any]]:
-    """The study's verified trials: each candidate's record with ``accuracy`` the
-    stand-alone one, ``searched_accuracy`` the search's and ``on_front`` as stored."""
+def verified_rows(store: ResultsStore, study: str) -> tuple[list[dict[str, Any]], float | None]:
+    """The study's verified trials, and the noise σ of their stand-alone accuracies: each
+    candidate's record with ``accuracy`` the stand-alone one (the mean over its verified
+    seeds), ``accuracy_se`` its standard error, ``searched_accuracy`` the search's and
+    ``on_front`` as stored."""
     searched = {
         c["trial_number"]: c for c in store.candidates(study, states=[CandidateState.COMPLETE])
     }
-    return [
-        {**searched[v["trial_number"]], **v}
-        for v in store.verified(study)
-        if v["trial_number"] in searched
-    ]
+    verified = [v for v in store.verified(study) if v["trial_number"] in searched]
+    seeds = store.seed_results(study, verified=True)
+    runs = {
+        v["trial_number"]: [r["accuracy"] for r in seeds.get(v["trial_number"], [])
+                            if r["epochs"] == v["epochs"]]
+        for v in verified
+    }  # fmt: skip
+    sigma, _ = pooled_sd(list(runs.values()))
+    rows = []
+    for v in verified:
+        own = runs[v["trial_number"]]
+        se = standard_error(own, sigma, len(own) or 1)
+        row = {**searched[v["trial_number"]], **v, "seed_accuracies": own, "accuracy_se": se}
+        rows.append(row)
+    return rows, sigma
 
 
-def _summarise(
-    store: ResultsStore, study: str, objectives: dict[str, str], trained: list[int]
+def summarise(
+    store: ResultsStore, space: SearchSpace, trained: list[int] | None = None
 ) -> VerifyReport:
-    rows = verified_rows(store, study)
+    """The verified candidates compared with the search: rank agreement, the verified front
+    (stored), and where the references land."""
+    study, objectives = space.study_name, dict(space.objectives)
+    rows, sigma = verified_rows(store, study)
     front = [r["trial_number"] for r in pareto_front(rows, objectives)]
     store.set_verified_front(study, set(front))
+    mark_ties([r for r in rows if r["trial_number"] in front], objectives)
     for row in rows:
         row["on_front"] = row["trial_number"] in front
-    tau, rho = rank_agreement(
-        [r["searched_accuracy"] for r in rows], [r["accuracy"] for r in rows]
+    searched, verified = [r["searched_accuracy"] for r in rows], [r["accuracy"] for r in rows]
+    tau, rho = rank_agreement(searched, verified)
+    ranked = sorted(rows, key=lambda r: -r["accuracy"])
+    references = {}
+    for preset, arch in reference_architectures(space).items():
+        for place, row in enumerate(ranked, 1):
+            if row["arch_hash"] == arch.hash:
+                references[preset] = {
+                    "trial": row["trial_number"], "accuracy": row["accuracy"],
+                    "accuracy_se": row["accuracy_se"], "rank": place, "of": len(ranked),
+                    "on_front": row["on_front"],
+                }  # fmt: skip
+    return VerifyReport(
+        study, rows, tau, rho, front, trained or [], kendall_ci(searched, verified), sigma,
+        references,
+    )  # fmt: skip
+
+
+def reference_lines(report: VerifyReport) -> list[str]:
+    """Where each reference lands among the verified candidates, a line each."""
+    best = max((r["accuracy"] for r in report.rows), default=None)
+    lines = []
+    for preset, ref in report.references.items():
+        se = f" ± {ref['accuracy_se']:.4f}" if ref["accuracy_se"] is not None else ""
+        gap = f", {best - ref['accuracy']:+.4f} from the best" if best is not None else ""
+        lines.append(
+            f"reference {preset} (trial {ref['trial']}): {ref['accuracy']:.4f}{se}, rank "
+            f"{ref['rank']} of {ref['of']}{gap}"
+            f"{', on the verified front' if ref['on_front'] else ''}"
+        )
+    return lines
+
+
+def agreement_line(report: VerifyReport) -> str:
+    """The rank agreement as one sentence, with its interval and what it is over."""
+    low, high = report.kendall_ci
+    interval = f" (95% CI {low:.2f} to {high:.2f})" if low == low else ""
+    mean_se = [r["accuracy_se"] for r in report.rows if r["accuracy_se"] is not None]
+    noise = (f"; stand-alone noise σ = {report.sigma:.4f}" if report.sigma is not None else "") + (
+        f", mean standard error {statistics.fmean(mean_se):.4f}" if mean_se else ""
     )
-    return VerifyReport(study, rows, tau, rho, front, trained)
+    return (
+        f"rank agreement over {len(report.rows)} candidates: Kendall tau "
+        f"{report.kendall_tau:.3f}{interval}, Spearman rho {report.spearman_rho:.3f}{noise}"
+    )

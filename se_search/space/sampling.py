@@ -13,7 +13,15 @@ from se_search.models.blocks import squeeze_width
 from se_search.models.variants import VARIANTS
 from se_search.space.specs import SearchSpace
 
-__all__ = ["block_options", "largest", "random_architecture", "smallest"]
+__all__ = [
+    "REFERENCE_PRESETS",
+    "block_options",
+    "contains",
+    "largest",
+    "random_architecture",
+    "reference_architectures",
+    "smallest",
+]
 
 
 def block_options(space: SearchSpace, variant: str) -> list[SEChoice]:
@@ -62,3 +70,35 @@ def largest(space: SearchSpace) -> Architecture:
 def smallest(space: SearchSpace) -> Architecture:
     """At every site the option with the fewest SE parameters (``none`` where offered)."""
     return _extreme(space, min)
+
+
+#: The SENet paper's reference designs, queued first in a new study and trained under
+#: ``evaluation.noise_seeds`` seeds: no SE, a backbone's own SE blocks, SE-ResNet's r = 16.
+REFERENCE_PRESETS = ("none", "keep", "standard:16")
+
+
+def contains(space: SearchSpace, arch: Architecture) -> bool:
+    """Whether ``arch`` is one of the space's architectures (every choice offered where it
+    sits)."""
+    c = space.choices
+    for site in space.selected_sites:
+        choice = arch.choice(site.name)
+        if choice.variant not in space.variants_at(site):
+            return False
+        if choice.adds_block and (
+            choice.reduction not in c.reduction
+            or choice.squeeze not in c.squeeze
+            or choice.gate not in c.gate
+        ):
+            return False
+    return set(arch) <= set(space.site_names)
+
+
+def reference_architectures(space: SearchSpace) -> dict[str, Architecture]:
+    """The :data:`REFERENCE_PRESETS` the space holds, by preset."""
+    found = {}
+    for preset in REFERENCE_PRESETS:
+        arch = Architecture.uniform(space.site_names, preset)
+        if contains(space, arch):
+            found[preset] = arch
+    return found

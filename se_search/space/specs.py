@@ -174,6 +174,12 @@ class EvaluationSpec(_Section):
     strategy: Literal["train", "finetune", "oneshot"] = "train"
     device: DeviceName = "auto"  # auto: the first CUDA device when there is one, else the CPU
     epochs: PositiveInt = 3
+    #: Each candidate trains under this many seeds (initial weights, batch order; the data
+    #: split stays search.seed's); its accuracy, the objective, is their mean.
+    seeds: PositiveInt = 1
+    #: The references (none, standard:16) train under at least this many seeds; the spread
+    #: of their accuracies is the run's noise floor. 0: no noise floor.
+    noise_seeds: NonNegativeInt = 3
     lr: PositiveFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4

@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from se_search.stats.noise import cheapest_within_noise
+
 __all__ = ["PICKS", "pareto_front", "pick"]
 
 
@@ -66,6 +68,7 @@ PICKS: dict[str, Callable[[Sequence[Mapping[str, Any]], Mapping[str, str]], Any]
     "min-latency": _extreme("latency_ms", min),
     "min-flops": _extreme("flops", min),
     "min-params": _extreme("params", min),
+    "cheapest-within-noise": cheapest_within_noise,
 }
 
 

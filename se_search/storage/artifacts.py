@@ -9,7 +9,9 @@ a checkpoint in the folder beside its new place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +27,7 @@ __all__ = [
     "find_checkpoint",
     "optuna_artifacts_dir",
     "save_checkpoint",
+    "save_checkpoints",
 ]
 
 #: Optuna's artifact store, under the artifacts folder.
@@ -54,12 +57,34 @@ def optuna_artifacts_dir(space: SearchSpace, storage: str) -> Path:
     return artifacts_root(space, storage) / OPTUNA_ARTIFACTS
 
 
-def save_checkpoint(model: nn.Module, folder: Path, number: int, arch: Architecture) -> str:
+def save_checkpoint(
+    model: nn.Module, folder: Path, number: int, arch: Architecture, *, suffix: str = ""
+) -> str:
     """Save ``model``'s weights (on the CPU) as trial ``number``'s checkpoint; its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"trial-{number:05d}-{arch.hash}.pt"
+    path = folder / f"trial-{number:05d}-{arch.hash}{suffix}.pt"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     return str(path)
+
+
+def save_checkpoints(
+    models: Sequence[nn.Module | None],
+    seed_results: Sequence[dict[str, Any]],
+    folder: Path,
+    number: int,
+    arch: Architecture,
+) -> str | None:
+    """Save each seed's trained weights as trial ``number``'s checkpoints: one seed's as
+    ``trial-NNNNN-HASH.pt``, several as ``...-seedS.pt``; each path goes into its seed's
+    result (``checkpoint``). The first seed's path, or None when nothing was trained."""
+    saved = []
+    for model, result in zip(models, seed_results):
+        if model is None:
+            continue
+        suffix = f"-seed{result['seed']}" if len(seed_results) > 1 else ""
+        result["checkpoint"] = save_checkpoint(model, folder, number, arch, suffix=suffix)
+        saved.append(result["checkpoint"])
+    return saved[0] if saved else None
 
 
 def find_checkpoint(path: str | None, *, storage: str, study: str) -> Path | None:

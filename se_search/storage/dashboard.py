@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from se_search.commands import command
+from se_search.display import accuracy_cell, fmt, latency_cell, noise_line
 from se_search.models.arch import Architecture
 from se_search.models.variants import VARIANTS
 
@@ -181,27 +182,36 @@ def upload_placement(
         )
 
 
-def _cell(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def front_note(front: Sequence[dict], objectives: dict[str, str], study: str, storage: str) -> str:
-    """The study's note: the current front as a markdown table, with export commands."""
+def front_note(
+    front: Sequence[dict],
+    objectives: dict[str, str],
+    study: str,
+    storage: str,
+    noise: dict[str, Any] | None = None,
+) -> str:
+    """The study's note: the current front as a markdown table (accuracy ± standard error,
+    ties marked), the run's noise and budget warning, and the export command."""
     lines = [
         f"## Pareto front: {len(front)} member(s)",
         "",
         "objectives: " + ", ".join(f"{k} ({d})" for k, d in objectives.items()),
         "",
+        noise_line(noise),
+        "",
+    ]
+    if noise and noise.get("budget_warning"):
+        lines += [f"**Warning:** {noise['budget_warning']}", ""]
+    lines += [
         "| trial | accuracy | params (M) | GMACs | latency ms | placement |",
         "|---:|---:|---:|---:|---:|:---|",
     ]
     for row in sorted(front, key=lambda r: -(r.get("accuracy") or 0)):
         placement = row["placement"].replace("|", "\\|")  # a pipe would end the cell
         lines.append(
-            f"| {row['trial_number']} | {_cell(row['accuracy'], '.4f')} | "
-            f"{_cell(row['params'] and row['params'] / 1e6, '.3f')} | "
-            f"{_cell(row['flops'] and row['flops'] / 1e9, '.4f')} | "
-            f"{_cell(row['latency_ms'], '.3f')} | `{placement}` |"
+            f"| {row['trial_number']} | {accuracy_cell(row)} | "
+            f"{fmt(row['params'] and row['params'] / 1e6, '.3f')} | "
+            f"{fmt(row['flops'] and row['flops'] / 1e9, '.4f')} | "
+            f"{latency_cell(row)} | `{placement}` |"
         )
     lines += [
         "",

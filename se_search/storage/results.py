@@ -15,6 +15,7 @@ from se_search.commands import command, flag
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.models.surgery import insert_se
+from se_search.stats.noise import mark_ties
 from se_search.stats.pareto import PICKS, pick
 from se_search.storage.artifacts import find_checkpoint
 from se_search.storage.database import StorageError, redact
@@ -46,7 +47,12 @@ class Results:
         return dict(self.space["objectives"])
 
     def front(self) -> list[dict]:
-        return self.store.front(self.study)
+        """The front's records, each with ``accuracy_se`` and ``within_noise_of``."""
+        return mark_ties(self.store.front(self.study), self.objectives)
+
+    def noise(self) -> dict[str, Any] | None:
+        """The study's latest noise floor and budget warning (None before any)."""
+        return self.store.noise(self.study)
 
     def trial(self, number: int) -> dict:
         """A trial's record; unknown numbers fail listing the valid ones."""
@@ -81,8 +87,9 @@ class Results:
             raise StorageError(f"{flag('pick')} {pick_name}: {err}") from None
         return self.trial(chosen["trial_number"])
 
-    def trained_model(self, record: dict) -> nn.Module:
-        """The trial's network with its trained weights, in eval mode."""
+    def trained_model(self, record: dict, *, seed: int | None = None) -> nn.Module:
+        """The trial's network with its trained weights (those of ``seed``; default: its
+        first seed's), in eval mode."""
         number = record["trial_number"]
         if record["state"] != CandidateState.COMPLETE:
             raise StorageError(
@@ -92,7 +99,11 @@ class Results:
         source = record
         if record["duplicate_of"] is not None:  # the same architecture, trained earlier
             source = self.trial(record["duplicate_of"])
-        stored = source["checkpoint"] or self._verified_checkpoint(source["trial_number"])
+        stored = (
+            self._seed_checkpoint(source["trial_number"], seed)
+            if seed is not None
+            else source["checkpoint"] or self._verified_checkpoint(source["trial_number"])
+        )
         if not stored and self.space["evaluation"]["strategy"] == "oneshot":
             verify = command("verify", study=self.study, storage=redact(self.storage))
             raise StorageError(
@@ -114,6 +125,33 @@ class Results:
         model = insert_se(plain, Architecture(record["architecture"]), backbone=backbone["model"])
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
+
+    def seeds_of(self, record: dict) -> list[int]:
+        """The seeds whose weights a trial has (its own, or ``verify``'s), in order."""
+        number = (
+            record["duplicate_of"]
+            if record["duplicate_of"] is not None
+            else record["trial_number"]
+        )
+        found = [
+            r["seed"]
+            for verified in (False, True)
+            for r in self.store.seed_results(self.study, verified=verified).get(number, [])
+            if r["checkpoint"]
+        ]
+        return sorted(set(found))
+
+    def _seed_checkpoint(self, number: int, seed: int) -> str | None:
+        for verified in (False, True):
+            for row in self.store.seed_results(self.study, verified=verified).get(number, []):
+                if row["seed"] == seed and row["checkpoint"]:
+                    return row["checkpoint"]
+        seeds = self.seeds_of(self.trial(number))
+        raise StorageError(
+            f"trial {number} has no weights of seed {seed}; it has "
+            f"{', '.join(map(str, seeds)) or 'none kept per seed'}: give one of them, or "
+            f"leave out {flag('seed')} for its first seed's"
+        )
 
     def _verified_checkpoint(self, number: int) -> str | None:
         """The weights ``se-search verify`` trained for trial ``number``, if any."""

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.exc import (
     SQLAlchemyError,
 )
@@ -28,8 +28,10 @@ from se_search.storage.database import (
     retry_racing,
     transaction,
 )
+from se_search.storage.seeds import SeedRecords
 from se_search.storage.tables import (
     METRIC_FIELDS,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     Base,
     CandidateModel,
@@ -39,6 +41,7 @@ from se_search.storage.tables import (
     RunModel,
     RunStatus,
     SchemaVersionModel,
+    SeedResultModel,
     VerifiedModel,
 )
 
@@ -49,7 +52,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class ResultsStore:
+class ResultsStore(SeedRecords):
     """se-search's own tables in the results database."""
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
@@ -74,6 +77,8 @@ class ResultsStore:
             else:
                 retry_racing(lambda: Base.metadata.create_all(self.engine))
             retry_racing(lambda: self._check_schema(create=not read_only))
+            present = set(inspect(self.engine).get_table_names())
+            self.missing = frozenset(set(Base.metadata.tables) - present)
         except SQLAlchemyError as err:
             raise StorageError(
                 f"cannot open the results database {redact(url)!r}: {err.__class__.__name__}: "
@@ -82,18 +87,23 @@ class ResultsStore:
             ) from None
 
     def _check_schema(self, *, create: bool) -> None:
+        """Refuse a layout this se-search cannot read; opened for writing, record the
+        current one (an older readable layout has just had its new tables added)."""
         with self.session() as s:
             row = s.scalar(select(SchemaVersionModel))
             if row is None and create:
                 s.add(SchemaVersionModel(id=1, version=SCHEMA_VERSION))
             elif row is None:
                 raise StorageError(f"{redact(self.url)} has an empty se-search schema table")
-            elif row.version != SCHEMA_VERSION:
+            elif row.version not in READABLE_VERSIONS:
                 raise StorageError(
                     f"the results database {redact(self.url)!r} has se-search schema version "
-                    f"{row.version}, this se-search reads version {SCHEMA_VERSION}; use the "
-                    f"se-search version that wrote it, or give a new {flag('storage')}"
+                    f"{row.version}, this se-search reads versions "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}; use the se-search version "
+                    f"that wrote it, or give a new {flag('storage')}"
                 )
+            elif create and row.version < SCHEMA_VERSION:
+                row.version = SCHEMA_VERSION
 
     def session(self) -> AbstractContextManager[Session]:
         """One transaction: committed on success, rolled back on any error."""
@@ -139,6 +149,7 @@ class ResultsStore:
                 )
             )
             if old is not None:
+                s.execute(delete(SeedResultModel).where(SeedResultModel.candidate_id == old.id))
                 s.delete(old)
                 s.flush()
             s.add(CandidateModel(**fields))
@@ -208,9 +219,11 @@ class ResultsStore:
             )
             if states is not None:
                 query = query.where(CandidateModel.state.in_(list(states)))
-            return [_row(c, m) for c, m in s.execute(query)]
+            rows = [_row(c, m) for c, m in s.execute(query)]
+        return self.annotate(study_name, rows)
 
     def candidate(self, study_name: str, trial_number: int) -> dict | None:
+        """One candidate's record (as :meth:`candidates` gives it), or None."""
         with self.session() as s:
             found = s.execute(
                 _with_metrics().where(
@@ -218,7 +231,7 @@ class ResultsStore:
                     CandidateModel.trial_number == trial_number,
                 )
             ).first()
-            return _row(*found) if found else None
+        return self.annotate(study_name, [_row(*found)])[0] if found else None
 
     def scored(self, study_name: str) -> list[dict]:
         """The candidates the front is chosen from: complete, feasible, trained (not copies

@@ -35,7 +35,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ADDED_IN",
     "METRIC_FIELDS",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "Base",
     "CandidateModel",
@@ -43,13 +45,20 @@ __all__ = [
     "FrontModel",
     "LatencyEntryModel",
     "MetricsModel",
+    "NoiseModel",
     "RunModel",
     "RunStatus",
     "SchemaVersionModel",
+    "SeedResultModel",
     "VerifiedModel",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Layouts this se-search reads. Each later one only adds tables, so an older database is
+#: upgraded in place when it is opened for writing, and read as it is otherwise.
+READABLE_VERSIONS = (2, 3)
+#: The tables each version added (an older database lacks them).
+ADDED_IN = {3: ("se_seed_results", "se_noise")}
 
 #: Study and space names (Optuna's own limit on a study name is 512).
 MAX_NAME_LENGTH = 512
@@ -110,7 +119,7 @@ def _now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[float]: JSON}
 
 
 class SchemaVersionModel(Base):
@@ -250,4 +259,41 @@ class LatencyEntryModel(Base):
     choice: Mapped[str] = mapped_column(String(MAX_LABEL_LENGTH))  # str(SEChoice); base[:hash]
     delta_ms: Mapped[float] = mapped_column(Float)  # on the base row: the base's latency
     iqr_ms: Mapped[float] = mapped_column(Float)
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SeedResultModel(Base):
+    """One seed's training of a candidate (``evaluation.seeds``, ``verify --seeds``): the
+    candidate's accuracy is the mean over its seeds at the search's budget."""
+
+    __tablename__ = "se_seed_results"
+    __table_args__ = (UniqueConstraint("candidate_id", "seed", "epochs"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("se_candidates.id", ondelete="CASCADE"), index=True
+    )
+    seed: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)  # the budget it trained for
+    accuracy: Mapped[float] = mapped_column(Float)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    history: Mapped[list[float] | None] = mapped_column(JSON)  # validation accuracy per epoch
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)  # trained by verify
+
+
+class NoiseModel(Base):
+    """A run's accuracy noise: the pooled standard deviation over seeds of the candidates
+    trained under several (the references, under ``evaluation.noise_seeds``), and the
+    budget check's warning."""
+
+    __tablename__ = "se_noise"
+    __table_args__ = (UniqueConstraint("study_name", "run_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("se_runs.id"), index=True)
+    sigma: Mapped[float | None] = mapped_column(Float)  # None: fewer than 2 seeds anywhere
+    dof: Mapped[int] = mapped_column(Integer)  # degrees of freedom of the pooled estimate
+    candidates: Mapped[int] = mapped_column(Integer)  # how many candidates it pools
+    budget_warning: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -14,18 +15,21 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from se_search.space import load_space
+from se_search.space.sampling import reference_architectures
 from se_search.stats.pareto import pareto_front
 from se_search.storage.store import ResultsStore
 from tests.conftest import ASSETS
 
 TRIALS = 3  # one finishes, one is killed in training and queued again, and one more
+SEEDS = 2  # each candidate trains under 2 seeds; the references under the 3 noise seeds
 
 
 def _command(db: Path, engine: str) -> list[str]:
     exe = Path(sys.executable).with_name("se-search")
     return [
         str(exe), "run", "--space", str(ASSETS / "e2e.yaml"), "--storage", f"sqlite:///{db}",
-        "--trials", str(TRIALS), "--engine", engine,
+        "--trials", str(TRIALS), "--engine", engine, "--set", f"evaluation.seeds={SEEDS}",
     ]  # fmt: skip
 
 
@@ -105,6 +109,17 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path, engine: str) -> None
     assert sorted(c["trial_number"] for c in store.candidates("e2e")) == [
         t.number for t in study.trials
     ]
+    # each trained candidate's seeds, each once; the killed trial's are redone by its retry
+    references = {
+        a.hash for a in reference_architectures(load_space(ASSETS / "e2e.yaml")).values()
+    }
+    seeds = store.seed_results("e2e")
+    assert victim not in seeds
+    for c in done:
+        if c["duplicate_of"] is None:
+            wanted = 3 if c["arch_hash"] in references else SEEDS
+            assert [r["seed"] for r in seeds[c["trial_number"]]] == list(range(wanted))
+            assert c["accuracy"] == pytest.approx(statistics.fmean(c["seed_accuracies"]))
     eligible = [c for c in done if c["duplicate_of"] is None and c["feasible"]]
     expected = {c["trial_number"] for c in pareto_front(eligible, study_objectives(store))}
     assert {c["trial_number"] for c in store.front("e2e")} == expected

@@ -268,12 +268,17 @@ def test_checkpoints_front_policy_keeps_only_front_members(tmp_path: Path) -> No
     space = _space(tmp_path, **{"search.checkpoints": "front", "search.trials": 4})
     LocalEngine(space).run()
     store = ResultsStore(space.storage)
-    front = {c["trial_number"] for c in store.front("e2e")}
+    front = {c["trial_number"]: c for c in store.front("e2e")}
+    seeds = store.seed_results("e2e")
     for c in store.candidates("e2e", states=["complete"]):
         kept = c["checkpoint"] is not None and Path(c["checkpoint"]).is_file()
         assert kept == (c["trial_number"] in front)
+        if c["duplicate_of"] is None:  # every seed's weights go with the candidate's
+            paths = [r["checkpoint"] for r in seeds[c["trial_number"]]]
+            assert all((p is not None) == kept for p in paths)
     files = list((tmp_path / "r_artifacts" / "e2e").glob("*.pt"))
-    assert len(files) == len(front)
+    assert len(files) == sum(len(c["seeds"]) for c in front.values())
+    assert any(len(c["seeds"]) == 3 for c in front.values())  # a reference: 3 noise seeds
     shutil.rmtree(tmp_path / "r_artifacts")
 
 
@@ -281,10 +286,11 @@ def _instant(space: SearchSpace) -> Any:
     """An evaluator whose training and latency return at once (sampling is under test)."""
     from se_search.costs.latency import Latency
     from se_search.evaluation.evaluator import Evaluator
+    from se_search.evaluation.strategies import Trained
     from se_search.evaluation.train import TrainResult
 
-    def train(arch: Architecture, report: Any) -> tuple[TrainResult, None]:
-        return TrainResult(accuracy=len(arch) / 8, epochs=1, train_seconds=0.0), None
+    def train(arch: Architecture, seeds: Any, report: Any) -> Trained:
+        return Trained([TrainResult(accuracy=len(arch) / 8, epochs=1, train_seconds=0.0)])
 
     def latency(arch: Architecture) -> Latency:
         return Latency(1.0 + len(arch), 0.0, "cpu", "-", "-", 1, 1, (3, 16, 16), 0, 3)

@@ -153,7 +153,8 @@ def test_workers_predict_latency_from_the_drivers_table(tmp_path: Path) -> None:
     space = _space(
         tmp_path, "lut",
         **{"sites": ["layer3.0", "layer4.1"], "latency.mode": "lut+verify",
-           "latency.threads": 1, "search.trials": 4, "search.checkpoints": "none"},
+           "latency.threads": 1, "search.trials": 4, "search.checkpoints": "none",
+           "evaluation.seeds": 2},
     )  # fmt: skip
     events = EventLog()
     RayEngine(space, evaluator=StandIn(real_latency=True), listener=events).run()
@@ -168,6 +169,11 @@ def test_workers_predict_latency_from_the_drivers_table(tmp_path: Path) -> None:
         assert cand["latency_ms"] == pytest.approx(predicted, abs=1e-9)
     front = store.front("e2e")
     assert front and all("measured_ms" in c["latency"] for c in front)
+    # each worker's seeds reach the driver's tables, and the run's noise floor with them
+    seeds = store.seed_results("e2e")
+    assert all(len(seeds[c["trial_number"]]) >= 2 for c in done if c["duplicate_of"] is None)
+    noise = store.noise("e2e")
+    assert noise is not None and noise["dof"] > 0
 
 
 @pytest.mark.parametrize("retries", [1, 0])

@@ -203,7 +203,7 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, P
     calls: list[tuple[object, ...]] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            "se_search.evaluation.evaluator.zero_init_residual", lambda *a: calls.append(a)
+            "se_search.evaluation.strategies.zero_init_residual", lambda *a: calls.append(a)
         )
         evaluation = evaluator.evaluate(RUN_ARCH)
     return Finetuned(space, evaluation, len(calls))

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
 from se_search.cli import app
 from se_search.outputs.export import load_model, read_metadata
+from se_search.storage.database import StorageError
 from se_search.storage.store import ResultsStore
-from se_search.storage.tables import SCHEMA_VERSION, Base, CandidateState
+from se_search.storage.tables import ADDED_IN, SCHEMA_VERSION, Base, CandidateState
 from tests.conftest import ASSETS
 
 RELEASE = ASSETS / "release-0.1.0"
@@ -38,15 +39,43 @@ def _cli(*args: str) -> str:
     return result.stdout
 
 
-def test_todays_tables_are_the_tables_of_0_1_0(old_db: str) -> None:
+def test_todays_tables_are_the_tables_of_0_1_0_plus_added_ones(old_db: str) -> None:
     old = inspect(create_engine(old_db))
+    added = {name for names in ADDED_IN.values() for name in names}
+    assert set(old.get_table_names()) >= set(Base.metadata.tables) - added
     for name, table in Base.metadata.tables.items():
+        if name in added:
+            continue
         columns = {c["name"]: c for c in old.get_columns(name)}
         assert list(columns) == [c.name for c in table.columns], name
         for column in table.columns:
             assert str(columns[column.name]["type"]) == str(column.type.compile()), column
-    assert ResultsStore(old_db, read_only=True) is not None  # the schema version check
-    assert SCHEMA_VERSION == 2
+
+
+def test_read_only_leaves_it_as_it_is_and_writing_upgrades_it_in_place(old_db: str) -> None:
+    before = _cli("front", "--study", STUDY, "--storage", old_db, "--format", "json")
+    store = ResultsStore(old_db, read_only=True)
+    assert store.missing == set(ADDED_IN[3]) and store.noise(STUDY) is None
+    assert store.seed_results(STUDY) == {}
+    assert _version(old_db) == 2  # nothing written
+    ResultsStore(old_db)  # opened for writing: the new tables are added
+    assert _version(old_db) == SCHEMA_VERSION == 3
+    assert set(ADDED_IN[3]) <= set(inspect(create_engine(old_db)).get_table_names())
+    assert _cli("front", "--study", STUDY, "--storage", old_db, "--format", "json") == before
+
+
+def test_a_newer_layout_is_refused(old_db: str) -> None:
+    with create_engine(old_db).begin() as connection:
+        connection.execute(text("UPDATE se_schema_version SET version = 99"))
+    with pytest.raises(
+        StorageError, match="schema version 99, this se-search reads versions 2, 3"
+    ):
+        ResultsStore(old_db, read_only=True)
+
+
+def _version(url: str) -> int:
+    with create_engine(url).connect() as connection:
+        return connection.execute(text("SELECT version FROM se_schema_version")).scalar_one()
 
 
 def test_front_and_show_give_what_0_1_0_printed(old_db: str) -> None:

@@ -217,17 +217,28 @@ def _checked_metadata(path: Path, exporter: Exporter) -> dict[str, Any]:
     return meta
 
 
-def export_trial(results: Results, record: dict[str, Any], *, fmt: str, path: Path) -> Path:
-    """Write trial ``record`` of ``results`` (trained weights, or ``verify``'s) in ``fmt``,
-    with the study, trial and figures as metadata."""
+def export_trial(
+    results: Results, record: dict[str, Any], *, fmt: str, path: Path, seed: int | None = None
+) -> Path:
+    """Write trial ``record`` of ``results`` (trained weights, or ``verify``'s; those of
+    ``seed``, by default its first seed's) in ``fmt``, with the study, trial, seed and
+    figures as metadata (``accuracy`` is the mean over seeds, ``seed_accuracy`` this
+    seed's)."""
     backbone = results.space["backbone"]
+    seeds = record.get("seeds") or []
+    chosen = seed if seed is not None else (seeds[0] if seeds else None)
+    own = dict(zip(seeds, record.get("seed_accuracies") or []))
     metadata = {
         "study": results.study,
         "trial": record["trial_number"],
         **{k: record[k] for k in ("accuracy", "params", "flops", "latency_ms")},
+        "accuracy_se": record.get("accuracy_se"),
+        "seed": chosen,
+        "seeds": seeds,
+        "seed_accuracy": own.get(chosen),
     }
     return export_model(
-        results.trained_model(record),
+        results.trained_model(record, seed=seed),
         backbone=backbone["model"],
         num_classes=backbone["num_classes"],
         arch=Architecture(record["architecture"]),

@@ -1,0 +1,149 @@
+"""Does a space's training budget rank architectures the way a longer one does?
+
+Draws ``--candidates`` random architectures of the space (plus its references, ``none`` and
+``standard:16``), trains each stand-alone at the space's budget under two seeds and at
+``--factor`` times the epochs under the first seed, and reports, each with a bootstrap 95%
+interval over the candidates:
+
+- Kendall's tau between the two seeds at the space's budget (the ceiling of any ranking at
+  that budget: how well it agrees with itself);
+- tau between the space's budget (the mean of the two seeds, as ``evaluation.seeds: 2``
+  scores it; and the first seed alone, as one seed does) and the longer budget;
+- the seed-to-seed noise σ at the space's budget, and the references at both budgets.
+
+Every training is appended to ``--out`` (JSON lines) as soon as it is done, and a run with
+the same ``--out`` skips what is there: a long measurement can be stopped and resumed.
+
+    .venv/bin/python benchmarks/fidelity.py --space search_spaces/resnet50.yaml \\
+        --candidates 30 --factor 4 --out fidelity-resnet50.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from se_search.evaluation.evaluator import Evaluator
+from se_search.models.arch import Architecture
+from se_search.space import SearchSpace, load_space
+from se_search.space.sampling import random_architecture, reference_architectures
+from se_search.stats.noise import pooled_sd
+from se_search.stats.ranking import kendall_ci, rank_agreement
+
+
+def candidates(space: SearchSpace, count: int, seed: int) -> dict[str, Architecture]:
+    """The references and ``count`` distinct random architectures, by a label."""
+    found = {f"ref:{name}": arch for name, arch in reference_architectures(space).items()}
+    rng = random.Random(seed)
+    while len(found) < count + len(reference_architectures(space)):
+        arch = random_architecture(space, rng)
+        if arch not in found.values():
+            found[f"random:{len(found)}"] = arch
+    return found
+
+
+def budget(space: SearchSpace, epochs: int) -> SearchSpace:
+    evaluation = space.evaluation.model_copy(update={"epochs": epochs, "noise_seeds": 0})
+    return space.model_copy(update={"evaluation": evaluation})
+
+
+def load(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    if not out.exists():
+        return {}
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {(r["label"], r["epochs"], r["seed"]): r for r in rows}
+
+
+def tau_line(name: str, a: list[float], b: list[float]) -> dict[str, Any]:
+    tau, rho = rank_agreement(a, b)
+    low, high = kendall_ci(a, b)
+    print(f"  {name:44s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  rho {rho:+.3f}")
+    return {"tau": tau, "ci": [low, high], "rho": rho, "n": len(a)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="search_spaces/resnet50.yaml")
+    parser.add_argument("--set", action="append", default=[], help="override a YAML key")
+    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="draws the random candidates")
+    parser.add_argument("--out", type=Path, default=Path("fidelity.jsonl"))
+    parser.add_argument("--json", type=Path, help="write the summary here")
+    args = parser.parse_args()
+
+    space = load_space(args.space, args.set)
+    short, long = space.evaluation.epochs, space.evaluation.epochs * args.factor
+    first = space.search.seed
+    archs = candidates(space, args.candidates, args.seed)
+    plan = [(label, short, first) for label in archs]
+    plan += [(label, short, first + 1) for label in archs]
+    plan += [(label, long, first) for label in archs]
+    done = load(args.out)
+    evaluators = {e: Evaluator(budget(space, e)) for e in (short, long)}
+    print(
+        f"{space.name}: {len(archs)} candidates ({args.candidates} random + references), "
+        f"{short} epochs under seeds {first} and {first + 1}, {long} epochs under seed {first}; "
+        f"{sum(k not in done for k in plan)} of {len(plan)} trainings to go"
+    )
+    for i, key in enumerate(plan, 1):
+        if key in done:
+            continue
+        label, epochs, seed = key
+        start = time.perf_counter()
+        trained = evaluators[epochs].train(archs[label], [seed])
+        row = {
+            "label": label, "epochs": epochs, "seed": seed, "accuracy": trained.accuracy,
+            "history": trained.history, "seconds": time.perf_counter() - start,
+            "architecture": archs[label].to_dict(),
+        }  # fmt: skip
+        done[key] = row
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(
+            f"  [{i}/{len(plan)}] {label:12s} {epochs:>3} epochs seed {seed}: "
+            f"{row['accuracy']:.4f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+
+    labels = list(archs)
+    a0 = [done[(label, short, first)]["accuracy"] for label in labels]
+    a1 = [done[(label, short, first + 1)]["accuracy"] for label in labels]
+    b = [done[(label, long, first)]["accuracy"] for label in labels]
+    mean = [statistics.fmean(pair) for pair in zip(a0, a1)]
+    sigma, dof = pooled_sd([list(pair) for pair in zip(a0, a1)])
+    seconds = {e: statistics.median(r["seconds"] for k, r in done.items() if k[1] == e)
+               for e in (short, long)}  # fmt: skip
+    print(f"\n{space.name}, {len(labels)} candidates:")
+    summary: dict[str, Any] = {
+        "space": space.name, "candidates": len(labels), "epochs": short, "long_epochs": long,
+        "sigma": sigma, "dof": dof, "seconds_per_training": seconds,
+    }  # fmt: skip
+    summary["seed_vs_seed"] = tau_line(f"seed {first} vs seed {first + 1}, {short} epochs", a0, a1)
+    summary["mean_vs_long"] = tau_line(f"mean of 2 seeds at {short} vs {long} epochs", mean, b)
+    summary["one_vs_long"] = tau_line(f"seed {first} at {short} vs {long} epochs", a0, b)
+    print(f"  noise σ at {short} epochs (2 seeds each): {sigma:.4f} ({dof} degrees of freedom)")
+    print(f"  median seconds per training: {short} epochs {seconds[short]:.0f}, "
+          f"{long} epochs {seconds[long]:.0f}")  # fmt: skip
+    refs = {}
+    for i, label in enumerate(labels):
+        if label.startswith("ref:"):
+            refs[label] = {"short": [a0[i], a1[i]], "long": b[i]}
+            print(
+                f"  {label:16s} {short} epochs {a0[i]:.4f} / {a1[i]:.4f}, {long} epochs {b[i]:.4f}"
+            )
+    summary["references"] = refs
+    print(f"  accuracy spread at {long} epochs: {min(b):.4f} to {max(b):.4f}; at {short} "
+          f"epochs (mean of 2): {min(mean):.4f} to {max(mean):.4f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+        print(f"summary written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Accuracy noise: how far one training's accuracy moves under another seed, and what that
+means for a front.
+
+- :func:`pooled_sd` is a run's noise floor σ: the pooled standard deviation over seeds of
+  every candidate trained under more than one (the references, under
+  ``evaluation.noise_seeds``; every candidate under ``evaluation.seeds`` > 1).
+- :func:`standard_error` of a candidate's mean accuracy: its own seeds' spread when it has
+  two or more, else σ/√K.
+- Two accuracies are *within noise* when they differ by less than twice their combined
+  standard error, ``2·sqrt(se_a² + se_b²)`` (:func:`within_noise`). :func:`ties` marks each
+  front member within noise of a cheaper one; :func:`cheapest_within_noise` picks the
+  cheapest member within noise of the best.
+- :func:`budget_warning` says when a training budget ranks how fast networks start to
+  train rather than how good they are.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "budget_warning",
+    "cheapest_within_noise",
+    "cost_objective",
+    "mark_ties",
+    "pooled_sd",
+    "standard_error",
+    "ties",
+    "within_noise",
+]
+
+
+def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
+    """``(σ, degrees of freedom)`` pooled over ``groups`` (one candidate's per-seed
+    accuracies each): ``σ² = Σ Σ (a - mean)² / Σ (n - 1)`` over groups of two or more.
+    ``(None, 0)`` when no group has two values."""
+    squares, dof = 0.0, 0
+    for values in groups:
+        if len(values) >= 2:
+            mean = statistics.fmean(values)
+            squares += sum((v - mean) ** 2 for v in values)
+            dof += len(values) - 1
+    return (math.sqrt(squares / dof), dof) if dof else (None, 0)
+
+
+def standard_error(values: Sequence[float], sigma: float | None, seeds: int) -> float | None:
+    """The standard error of the mean of ``values`` (one candidate's seeds): their own
+    sample standard deviation over √n when there are two or more, else ``sigma / √seeds``;
+    None when neither is known."""
+    if len(values) >= 2:
+        return statistics.stdev(values) / math.sqrt(len(values))
+    if sigma is None:
+        return None
+    return sigma / math.sqrt(max(seeds, 1))
+
+
+def within_noise(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether rows ``a`` and ``b`` have accuracies within twice their combined standard
+    error (``accuracy_se``); False when either error is unknown."""
+    ses = (a.get("accuracy_se"), b.get("accuracy_se"))
+    if None in ses or a.get("accuracy") is None or b.get("accuracy") is None:
+        return False
+    return abs(a["accuracy"] - b["accuracy"]) < 2 * math.hypot(*ses)
+
+
+def cost_objective(objectives: Mapping[str, str]) -> str | None:
+    """The first objective that is a cost (minimised): what "cheaper" means on a front."""
+    return next((k for k, d in objectives.items() if k != "accuracy" and d == "min"), None)
+
+
+def ties(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> dict[int, int]:
+    """``{trial: cheaper trial}`` for every front member whose accuracy is within noise of
+    a member cheaper on the first cost objective (the cheapest such one)."""
+    cost = cost_objective(objectives)
+    if cost is None or "accuracy" not in objectives:
+        return {}
+    marked = {}
+    for row in front:
+        cheaper = [
+            other
+            for other in front
+            if other[cost] is not None and row[cost] is not None and other[cost] < row[cost]
+            and within_noise(row, other)
+        ]  # fmt: skip
+        if cheaper:
+            marked[row["trial_number"]] = min(cheaper, key=lambda r: r[cost])["trial_number"]
+    return marked
+
+
+def mark_ties(front: list[dict[str, Any]], objectives: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Set each member's ``within_noise_of``: the cheaper member its accuracy is within noise
+    of (:func:`ties`), or None; returns ``front``."""
+    marked = ties(front, objectives)
+    for row in front:
+        row["within_noise_of"] = marked.get(row["trial_number"])
+    return front
+
+
+def cheapest_within_noise(
+    front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]
+) -> Mapping[str, Any]:
+    """The member cheapest on the first cost objective among those within noise of the most
+    accurate (the most accurate itself when the noise is unknown)."""
+    cost = cost_objective(objectives)
+    if cost is None:
+        raise ValueError("the objectives have no cost to be cheaper on")
+    scored = [r for r in front if r.get("accuracy") is not None]
+    if not scored:
+        raise ValueError("no front member has an accuracy")
+    best = max(scored, key=lambda r: r["accuracy"])
+    close = [r for r in scored if r is best or within_noise(r, best)]
+    return min(close, key=lambda r: (r[cost], -r["accuracy"]))
+
+
+def budget_warning(
+    histories: Sequence[Sequence[float]],
+    references: Mapping[str, Sequence[float]],
+    sigma: float | None,
+    *,
+    epochs_key: str = "evaluation.epochs",
+) -> str | None:
+    """A warning that the budget ranks training speed, or None.
+
+    ``histories`` are the trained candidates' validation accuracies per epoch (the mean
+    over their seeds), ``references`` the reference designs' by name. It warns when the
+    median candidate still gained more than ``sigma`` in its last epoch, or when two
+    references swap order between the last two epochs.
+    """
+    reasons = []
+    gains = [h[-1] - h[-2] for h in histories if len(h) >= 2]
+    if gains and sigma is not None and statistics.median(gains) > sigma:
+        reasons.append(
+            f"the median candidate gained {statistics.median(gains):.3f} in its last epoch, "
+            f"more than the noise σ = {sigma:.3f}"
+        )
+    names = [n for n, h in references.items() if len(h) >= 2]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            before = references[a][-2] - references[b][-2]
+            after = references[a][-1] - references[b][-1]
+            if before * after < 0:
+                leader, follower = (a, b) if after > 0 else (b, a)
+                reasons.append(f"{leader} overtook {follower} in the last epoch")
+    if not reasons:
+        return None
+    epochs = max((len(h) for h in histories), default=0)
+    return (
+        "the training budget ranks how fast networks start to train, not how good they are: "
+        + "; ".join(reasons)
+        + f". Raise {epochs_key} (now {epochs}) until the curves flatten."
+    )

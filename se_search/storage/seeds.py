@@ -1,0 +1,153 @@
+"""Per-seed results and the run's noise floor in the results database (the
+``se_seed_results`` and ``se_noise`` tables), and the figures a candidate's record gets from
+them: its seeds' accuracies and the standard error of their mean.
+
+A database written before these tables existed (schema version 2) reads as one without
+seeds or noise: every record then has one seed, and no standard error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Set
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from se_search.stats.noise import standard_error
+from se_search.storage.tables import CandidateModel, NoiseModel, SeedResultModel
+
+__all__ = ["SeedRecords"]
+
+_SEED_FIELDS = ("seed", "epochs", "accuracy", "train_seconds", "history", "checkpoint")
+
+
+class SeedRecords:
+    """The seed and noise part of :class:`~se_search.storage.store.ResultsStore`."""
+
+    missing: Set[str]  # tables this database lacks (an older layout, read-only)
+
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - the store's
+        raise NotImplementedError
+
+    @staticmethod
+    def _candidate(s: Session, study_name: str, trial_number: int) -> CandidateModel:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    # ------------------------------------------------------------------------------ seeds
+
+    def add_seed_results(
+        self,
+        study_name: str,
+        trial_number: int,
+        results: Sequence[dict[str, Any]],
+        *,
+        verified: bool = False,
+    ) -> None:
+        """Store (or replace) each seed's figures for a trial at the budget it trained for."""
+        with self.session() as s:
+            cand = self._candidate(s, study_name, trial_number)
+            for result in results:
+                s.execute(
+                    delete(SeedResultModel).where(
+                        SeedResultModel.candidate_id == cand.id,
+                        SeedResultModel.seed == result["seed"],
+                        SeedResultModel.epochs == result["epochs"],
+                    )
+                )
+                fields = {k: result.get(k) for k in _SEED_FIELDS}
+                s.add(SeedResultModel(candidate_id=cand.id, verified=verified, **fields))
+
+    def seed_results(
+        self, study_name: str, *, verified: bool = False
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Each trial's seeds, by trial number, in seed order: the search's (or, with
+        ``verified``, what ``verify`` trained)."""
+        if SeedResultModel.__tablename__ in self.missing:
+            return {}
+        query = (
+            select(CandidateModel.trial_number, SeedResultModel)
+            .join(SeedResultModel, SeedResultModel.candidate_id == CandidateModel.id)
+            .where(
+                CandidateModel.study_name == study_name,
+                SeedResultModel.verified.is_(verified),
+            )
+            .order_by(CandidateModel.trial_number, SeedResultModel.seed)
+        )
+        found: dict[int, list[dict[str, Any]]] = {}
+        with self.session() as s:
+            for number, row in s.execute(query):
+                found.setdefault(number, []).append({k: getattr(row, k) for k in _SEED_FIELDS})
+        return found
+
+    def drop_checkpoints(self, study_name: str, trial_number: int) -> list[str]:
+        """Forget a trial's checkpoints (its own and its seeds'); the paths, to delete."""
+        with self.session() as s:
+            cand = self._candidate(s, study_name, trial_number)
+            paths = [cand.checkpoint] if cand.checkpoint else []
+            cand.checkpoint = None
+            if SeedResultModel.__tablename__ not in self.missing:
+                rows = s.scalars(
+                    select(SeedResultModel).where(SeedResultModel.candidate_id == cand.id)
+                )
+                for row in rows:
+                    if row.checkpoint and not row.verified:
+                        paths.append(row.checkpoint)
+                        row.checkpoint = None
+        return list(dict.fromkeys(paths))
+
+    # ------------------------------------------------------------------------------ noise
+
+    def set_noise(self, study_name: str, run_id: int, **fields: Any) -> None:
+        """Store (or replace) the run's noise floor and budget warning."""
+        with self.session() as s:
+            row = s.scalar(
+                select(NoiseModel).where(
+                    NoiseModel.study_name == study_name, NoiseModel.run_id == run_id
+                )
+            )
+            if row is None:
+                row = NoiseModel(study_name=study_name, run_id=run_id)
+                s.add(row)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def noise(self, study_name: str) -> dict[str, Any] | None:
+        """The study's latest noise record (``sigma``, ``dof``, ``candidates``,
+        ``budget_warning``, ``details``), or None."""
+        if NoiseModel.__tablename__ in self.missing:
+            return None
+        with self.session() as s:
+            row = s.scalar(
+                select(NoiseModel)
+                .where(NoiseModel.study_name == study_name)
+                .order_by(NoiseModel.id.desc())
+                .limit(1)
+            )
+            if row is None:
+                return None
+            keys = ("sigma", "dof", "candidates", "budget_warning", "details", "run_id")
+            return {k: getattr(row, k) for k in keys}
+
+    def annotate(self, study_name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Give each record its seeds' accuracies (``seeds``, ``seed_accuracies``), the
+        standard error of their mean (``accuracy_se``) and the study's ``noise_sigma``."""
+        if not rows:
+            return rows
+        seeds = self.seed_results(study_name)
+        noise = self.noise(study_name)
+        sigma = noise["sigma"] if noise else None
+        for row in rows:
+            # a copy of an earlier trial has that trial's seeds
+            own = seeds.get(row["duplicate_of"] if row.get("duplicate_of") is not None
+                            else row["trial_number"], [])  # fmt: skip
+            row["seeds"] = [r["seed"] for r in own]
+            row["seed_accuracies"] = [r["accuracy"] for r in own]
+            row["accuracy_se"] = (
+                standard_error(row["seed_accuracies"], sigma, len(own) or 1)
+                if row.get("accuracy") is not None and row.get("epochs")
+                else None
+            )
+            row["noise_sigma"] = sigma
+        return rows

@@ -1,0 +1,129 @@
+"""A search measures its own noise: with a stand-in whose accuracy is f(arch) plus Gaussian
+noise of known σ, the stored floor comes out near σ, every seed is stored, the front shows
+mean ± standard error with ties marked, and the budget check speaks up when it should."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from se_search.cli import app
+from se_search.engines.local import LocalEngine
+from se_search.engines.recorder import RunSummary
+from se_search.space import SearchSpace, load_space
+from se_search.stats.noise import ties
+from se_search.storage.store import ResultsStore
+from se_search.testing.standin import StandIn, accuracy_after, seed_noise
+from tests.conftest import ASSETS
+
+SIGMA = 0.02
+runner = CliRunner()
+
+
+def _space(tmp_path: Path, **overrides: Any) -> SearchSpace:
+    return load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{tmp_path / 'n.db'}", "search.checkpoints": "none",
+         "evaluation.epochs": 3, **overrides},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchSpace, RunSummary]:
+    """12 trials under 3 seeds each, the references under 10: 2·9 + 10·2 = 38 degrees of
+    freedom for the floor."""
+    space = _space(
+        tmp_path_factory.mktemp("noise"),
+        **{"search.trials": 12, "evaluation.seeds": 3, "evaluation.noise_seeds": 10},
+    )
+    summary = LocalEngine(space, evaluator=StandIn(noise=SIGMA)(space)).run()
+    return space, summary
+
+
+def test_the_measured_floor_is_near_the_true_noise(noisy: tuple[SearchSpace, RunSummary]) -> None:
+    space, summary = noisy
+    noise = summary.noise
+    assert noise is not None and noise["dof"] >= 30
+    # with ~38 degrees of freedom the estimate's relative standard error is about 11%:
+    # a third off would be three of them
+    assert noise["sigma"] == pytest.approx(SIGMA, rel=0.33)
+    stored = ResultsStore(space.storage).noise(space.study_name)
+    assert stored is not None and stored["sigma"] == noise["sigma"]
+    assert set(stored["details"]["references"]) == {"none", "standard:16"}
+    assert all(len(r["seeds"]) == 10 for r in stored["details"]["references"].values())
+
+
+def test_every_seed_is_stored_and_the_accuracy_is_their_mean(
+    noisy: tuple[SearchSpace, RunSummary],
+) -> None:
+    space, _ = noisy
+    store = ResultsStore(space.storage)
+    seeds = store.seed_results(space.study_name)
+    for cand in store.candidates(space.study_name, states=["complete"]):
+        if cand["duplicate_of"] is not None:
+            continue
+        rows = seeds[cand["trial_number"]]
+        assert [r["seed"] for r in rows] == cand["seeds"] and len(rows) in (3, 10)
+        from se_search.models.arch import Architecture
+
+        arch = Architecture(cand["architecture"])
+        expected = [accuracy_after(arch, 3, 3) + seed_noise(arch, r["seed"], SIGMA) for r in rows]
+        assert [r["accuracy"] for r in rows] == pytest.approx(expected)
+        assert cand["accuracy"] == pytest.approx(statistics.fmean(expected))
+        assert cand["accuracy_se"] == pytest.approx(
+            statistics.stdev(expected) / len(expected) ** 0.5
+        )
+        assert len(rows[0]["history"]) == 3
+
+
+def test_the_front_shows_its_noise_and_marks_ties(noisy: tuple[SearchSpace, RunSummary]) -> None:
+    space, summary = noisy
+    out = runner.invoke(
+        app, ["front", "--study", space.study_name, "--storage", space.storage, "-f", "json"]
+    )
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert all(r["accuracy_se"] is not None and r["noise_sigma"] for r in rows)
+    expected = ties(rows, dict(space.objectives))
+    assert {r["trial_number"]: r["within_noise_of"] for r in rows if r["within_noise_of"]} == (
+        expected
+    )
+    table = runner.invoke(app, ["front", "--study", space.study_name, "--storage", space.storage])
+    assert "± " in table.stdout and f"σ = {summary.noise['sigma']:.4f}" in table.stdout
+    note = optuna.load_study(study_name=space.study_name, storage=space.storage)
+    from optuna_dashboard import get_note
+
+    assert f"σ = {summary.noise['sigma']:.4f}" in get_note(note)
+
+
+def test_the_budget_check_warns_on_rising_curves_and_not_on_flat_ones(tmp_path: Path) -> None:
+    warned = {}
+    for rising in (True, False):
+        (tmp_path / str(rising)).mkdir()
+        space = _space(tmp_path / str(rising), **{"search.trials": 4})
+        summary = LocalEngine(space, evaluator=StandIn(noise=0.01, rising=rising)(space)).run()
+        assert summary.noise is not None
+        warned[rising] = summary.noise["budget_warning"]
+        stored = ResultsStore(space.storage).noise(space.study_name)
+        assert stored is not None and stored["budget_warning"] == warned[rising]
+    assert warned[True] and "evaluation.epochs (now 3)" in warned[True]
+    assert warned[False] is None
+
+
+def test_the_run_prints_its_noise_and_warning(tmp_path: Path) -> None:
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text((ASSETS / "e2e.yaml").read_text())
+    result = runner.invoke(
+        app,
+        ["run", "--space", str(space_file), "--storage", f"sqlite:///{tmp_path / 'r.db'}",
+         "--trials", "2", "--set", "evaluation.epochs=2", "--set", "search.checkpoints=none"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "accuracy noise σ = " in result.stdout
+    assert "(pooled over 2 candidates' seeds: none x3, standard:16 x3" in result.stdout

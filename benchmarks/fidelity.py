@@ -1,9 +1,10 @@
 """Does a space's training budget rank architectures the way a longer one does?
 
-Draws ``--candidates`` random architectures of the space (plus its references, ``none`` and
-``standard:16``), trains each stand-alone at the space's budget under two seeds and at
-``--factor`` times the epochs under the first seed, and reports, each with a bootstrap 95%
-interval over the candidates:
+Draws ``--candidates`` random architectures of the space spread over its cost range, from no
+SE block to one at every site (plus its references, ``none`` and ``standard:16``), trains
+each stand-alone at the space's budget under two seeds and at ``--factor`` times the epochs
+under ``--long-seeds`` seeds, and reports, each with a bootstrap 95% interval over the
+candidates:
 
 - Kendall's tau between the two seeds at the space's budget (the ceiling of any ranking at
   that budget: how well it agrees with itself);
@@ -31,19 +32,27 @@ from typing import Any
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, load_space
-from se_search.space.sampling import random_architecture, reference_architectures
+from se_search.space.sampling import reference_architectures, spread_architectures
 from se_search.stats.noise import pooled_sd
 from se_search.stats.ranking import kendall_ci, rank_agreement
 
+#: Every run draws its candidates from one pool of this many, so a run with more candidates
+#: extends an earlier one (its trainings are reused) instead of starting again.
+POOL = 64
+
 
 def candidates(space: SearchSpace, count: int, seed: int) -> dict[str, Architecture]:
-    """The references and ``count`` distinct random architectures, by a label."""
+    """The references and ``count`` random architectures spread over the cost range, by a
+    label: from a pool of :data:`POOL` whose i-th has an SE block at each site with
+    probability i / (POOL - 1), taken in bit-reversed order, so that any first ``count`` of
+    them run from no SE to SE everywhere."""
     found = {f"ref:{name}": arch for name, arch in reference_architectures(space).items()}
-    rng = random.Random(seed)
-    while len(found) < count + len(reference_architectures(space)):
-        arch = random_architecture(space, rng)
-        if arch not in found.values():
-            found[f"random:{len(found)}"] = arch
+    references = set(found.values())
+    pool = spread_architectures(space, POOL, random.Random(seed))
+    bits = (POOL - 1).bit_length()
+    order = sorted(range(POOL), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))
+    picked = [i for i in order if pool[i] not in references][:count]
+    found.update({f"random:{i}": pool[i] for i in picked})
     return found
 
 
@@ -73,6 +82,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="draws the random candidates")
+    parser.add_argument(
+        "--long-seeds", type=int, default=1, help="seeds at the longer budget (2: its ceiling)"
+    )
     parser.add_argument("--out", type=Path, default=Path("fidelity.jsonl"))
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args()
@@ -83,12 +95,13 @@ def main() -> None:
     archs = candidates(space, args.candidates, args.seed)
     plan = [(label, short, first) for label in archs]
     plan += [(label, short, first + 1) for label in archs]
-    plan += [(label, long, first) for label in archs]
+    plan += [(label, long, first + s) for s in range(args.long_seeds) for label in archs]
     done = load(args.out)
     evaluators = {e: Evaluator(budget(space, e)) for e in (short, long)}
     print(
         f"{space.name}: {len(archs)} candidates ({args.candidates} random + references), "
-        f"{short} epochs under seeds {first} and {first + 1}, {long} epochs under seed {first}; "
+        f"{short} epochs under seeds {first} and {first + 1}, {long} epochs under "
+        f"{args.long_seeds} seed(s); "
         f"{sum(k not in done for k in plan)} of {len(plan)} trainings to go"
     )
     for i, key in enumerate(plan, 1):
@@ -127,6 +140,17 @@ def main() -> None:
     summary["seed_vs_seed"] = tau_line(f"seed {first} vs seed {first + 1}, {short} epochs", a0, a1)
     summary["mean_vs_long"] = tau_line(f"mean of 2 seeds at {short} vs {long} epochs", mean, b)
     summary["one_vs_long"] = tau_line(f"seed {first} at {short} vs {long} epochs", a0, b)
+    if args.long_seeds > 1:
+        b1 = [done[(label, long, first + 1)]["accuracy"] for label in labels]
+        long_mean = [statistics.fmean(pair) for pair in zip(b, b1)]
+        summary["long_seed_vs_seed"] = tau_line(
+            f"seed {first} vs {first + 1}, {long} epochs", b, b1
+        )
+        summary["mean_vs_long_mean"] = tau_line(
+            f"mean of 2 at {short} vs mean of 2 at {long} epochs", mean, long_mean
+        )
+        summary["long_sigma"], _ = pooled_sd([list(pair) for pair in zip(b, b1)])
+        print(f"  noise σ at {long} epochs (2 seeds each): {summary['long_sigma']:.4f}")
     print(f"  noise σ at {short} epochs (2 seeds each): {sigma:.4f} ({dof} degrees of freedom)")
     print(f"  median seconds per training: {short} epochs {seconds[short]:.0f}, "
           f"{long} epochs {seconds[long]:.0f}")  # fmt: skip

@@ -8,7 +8,13 @@ written on one line, ready to copy.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_STORAGE", "FLAGS", "PROG", "command", "flag"]
+import functools
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["DEFAULT_STORAGE", "FLAGS", "PROG", "command", "flag", "program"]
 
 PROG = "se-search"
 
@@ -45,10 +51,28 @@ def flag(key: str) -> str:
         raise KeyError(f"no CLI option {key!r}; options: {', '.join(FLAGS)}") from None
 
 
+@functools.cache
+def program() -> str:
+    """How to call this se-search from the working folder, as a hint must write it:
+    ``se-search`` when that is on the PATH and is this installation's, else the path of this
+    installation's script (``.venv/bin/se-search`` after ``make``, without activating)."""
+    here = Path(sys.executable).with_name(PROG)
+    found = shutil.which(PROG)
+    if found and (not here.exists() or Path(found).resolve() == here.resolve()):
+        return PROG
+    if not here.exists():
+        return PROG
+    try:
+        return os.path.relpath(here)
+    except ValueError:  # another drive (Windows)
+        return str(here)
+
+
 def command(name: str, *args: object, **options: object) -> str:
-    """``se-search NAME ARGS --option value ...`` on one line; options whose value is None
-    are left out, a value True writes the bare flag."""
-    words = [PROG, name, *map(str, args)]
+    """``se-search NAME ARGS --option value ...`` on one line, ready to run from here (see
+    :func:`program`); options whose value is None are left out, a value True writes the
+    bare flag."""
+    words = [program(), name, *map(str, args)]
     for key, value in options.items():
         if value is None or value is False:
             continue

@@ -24,6 +24,8 @@ __all__ = [
     "LatencyTableReady",
     "LatencyTableStarted",
     "Listener",
+    "PretrainReady",
+    "PretrainStarted",
     "RunStarted",
     "SupernetEpoch",
     "SupernetReady",
@@ -158,6 +160,22 @@ class SupernetReady(Event):
     path: str
     trained: bool  # False: loaded from the checkpoint
     meta: dict[str, Any] = field(default_factory=dict)  # seconds, accuracy, epochs, sampling
+
+
+@dataclass(**_EVENT)
+class PretrainStarted(Event):
+    """``backbone.weights: self``: the backbone trains on the data set, once."""
+
+    path: str
+    epochs: int
+
+
+@dataclass(**_EVENT)
+class PretrainReady(Event):
+    path: str
+    trained: bool  # False: loaded from the checkpoint
+    accuracy: float | None = None  # its validation accuracy, when trained now
+    seconds: float | None = None
 
 
 @dataclass(**_EVENT)

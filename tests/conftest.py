@@ -67,3 +67,23 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
     )  # fmt: skip
     LocalEngine(space, evaluator=StandIn()(space)).run()
     return space
+
+
+@pytest.fixture(scope="session")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Four finished stand-in studies in one database, two per sampler: nsga2-seed0/1,
+    random-seed0/1 (6 trials each); the storage URL."""
+    from se_search.engines.local import LocalEngine
+    from se_search.testing.standin import StandIn
+
+    storage = f"sqlite:///{tmp_path_factory.mktemp('compare') / 'compare.db'}"
+    for sampler in ("nsga2", "random"):
+        for seed in (0, 1):
+            space = load_space(
+                ASSETS / "e2e.yaml",
+                {"storage": storage, "search.trials": 6, "search.checkpoints": "none",
+                 "search.sampler": sampler, "search.seed": seed,
+                 "search.study": f"{sampler}-seed{seed}"},
+            )  # fmt: skip
+            LocalEngine(space, evaluator=StandIn()(space)).run()
+    return storage

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,12 +152,32 @@ def test_every_flag_a_message_can_name_is_a_real_option() -> None:
 
 
 def test_hints_are_commands_the_cli_accepts() -> None:
-    from se_search.commands import command
+    from se_search.commands import command, program
 
     options = _declared_options()
     hint = command("export", study="s", storage="sqlite:///x.db", pick="knee", output="m.pt")
-    assert hint == "se-search export --study s --storage sqlite:///x.db --pick knee -o m.pt"
+    assert hint == f"{program()} export --study s --storage sqlite:///x.db --pick knee -o m.pt"
     words = hint.split()
     assert {w for w in words if w.startswith("-")} <= options[words[1]]
     with pytest.raises(KeyError, match="no CLI option 'stdy'"):
         command("export", stdy="s")
+
+
+def test_a_hint_runs_as_printed_without_an_activated_environment(tmp_path: Path) -> None:
+    """After ``make``, se-search is in .venv/bin and not on the PATH: a printed command
+    must name the script it can run."""
+    code = "from se_search.commands import command; print(command('spaces'))"
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    bare["PATH"] = "/usr/bin:/bin"
+    hint = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=bare, cwd=tmp_path,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    assert hint.split()[0] != "se-search" and hint.endswith("se-search spaces")
+    ran = subprocess.run(hint.split(), capture_output=True, text=True, env=bare, cwd=tmp_path)
+    assert ran.returncode == 0 and "bundled search spaces" in ran.stdout
+    on_path = {**bare, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    hint = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=on_path, check=True
+    ).stdout.strip()
+    assert hint == "se-search spaces"

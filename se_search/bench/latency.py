@@ -29,8 +29,9 @@ from se_search.bench.forms import (
     Unavailable,
     se_resnet50_pair,
 )
-from se_search.costs.timing import interleaved, quartiles
+from se_search.costs.timing import interleaved
 from se_search.errors import SESearchError
+from se_search.stats.spread import quartiles
 
 __all__ = ["LATENCY_TARGETS", "TARGET_BATCH", "Ratio", "latency_ratios", "ratio_tables"]
 

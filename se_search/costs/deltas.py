@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from se_search.costs.latency import measure_latency
-from se_search.costs.timing import device_name, interleaved, iqr, quartiles, resolve_device
+from se_search.costs.timing import device_name, interleaved, resolve_device
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site
 from se_search.models.surgery import se_block
 from se_search.space import SearchSpace, build_model
+from se_search.stats.spread import iqr, quartiles
 from se_search.storage.tables import LatencyEntryModel
 
 __all__ = [
@@ -204,7 +205,7 @@ class DeltaTimer:
     @functools.cached_property
     def model(self) -> nn.Module:
         torch.manual_seed(self.space.search.seed)
-        return build_model(self.space, self.base_arch).to(self._device).eval()
+        return build_model(self.space, self.base_arch, weights=False).to(self._device).eval()
 
     @functools.cached_property
     def inputs(self) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ def describe(
     ``latency`` section (``device`` overrides its device) and is left out when ``latency`` is
     False.
     """
-    model = build_model(space, arch)
+    model = build_model(space, arch, weights=False)  # shapes and costs only
     image_size = space.data.image_size
     sites = []
     for site in space.all_sites:

@@ -2,8 +2,11 @@
 
 FLOPs follow the SENet paper's convention, multiply-adds, counted by thop. thop charges
 nothing for a bare ``x * s`` or for activations, so the SE block's own steps have rules here,
-one operation per element: the squeeze (one add or compare per input element), the gate (one
-per channel) and the channel-wise scale (one multiply per element). The model is profiled
+one operation per element: the squeeze (one add or compare per input element; none for
+NoSqueeze, which pools nothing), the gate (one per element it gates: per channel, or per
+channel and pixel under NoSqueeze; the same for every gate) and the scale (one multiply per
+element). The excitation's 1×1 convs are multiply-adds as thop counts convolutions: ``2·C·h``
+on a squeezed map, ``2·C·h·H·W`` under NoSqueeze, a per-pixel MLP. The model is profiled
 as a deep copy, because thop leaves hooks and ``total_ops`` state on what it profiles.
 
 Convolutions and linear layers are multiply-adds without bias; thop also charges 2 per
@@ -23,7 +26,14 @@ from torchvision.ops import SqueezeExcitation
 
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import BackboneFamily, Site
-from se_search.models.blocks import ChannelScale, PointwiseConv, Squeeze, squeeze_width
+from se_search.models.blocks import (
+    GATES,
+    SQUEEZES,
+    ChannelScale,
+    PointwiseConv,
+    Squeeze,
+    squeeze_width,
+)
 from se_search.models.variants import VARIANTS
 
 __all__ = [
@@ -33,6 +43,7 @@ __all__ = [
     "count_module_flops",
     "count_params",
     "se_costs",
+    "squeeze_ops",
 ]
 
 
@@ -44,20 +55,31 @@ def _per_output_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tens
     m.total_ops += y.numel()
 
 
+def squeeze_ops(mode: str, elements: int) -> int:
+    """Operations of squeeze ``mode`` on a map of ``elements``: one add or compare each for a
+    pooling squeeze, none for NoSqueeze (it hands the map on)."""
+    return elements if SQUEEZES[mode].pools else 0
+
+
+def _squeeze(m: Squeeze, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    m.total_ops += squeeze_ops(m.mode, x[0].numel())
+
+
 def _as_conv(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
     from thop.vision.basic_hooks import count_convNd  # thop matches exact types only
 
     count_convNd(m, x, y)
 
 
-#: thop rules for what thop itself counts as free. torchvision's own SE block (in
-#: MobileNetV3, EfficientNet, RegNetY) is charged its scale here; thop counts its children.
+#: thop rules for what thop itself counts as free. Every gate class of GATES is one op per
+#: element (the relu gate has a class of its own, so the backbone's ReLUs stay free).
+#: torchvision's own SE block (in MobileNetV3, EfficientNet, RegNetY) is charged its scale
+#: here; thop counts its children.
 FLOP_RULES: dict[type[nn.Module], Any] = {
-    Squeeze: _per_input_element,
+    Squeeze: _squeeze,
     ChannelScale: _per_input_element,
     PointwiseConv: _as_conv,
-    nn.Sigmoid: _per_output_element,
-    nn.Hardsigmoid: _per_output_element,
+    **dict.fromkeys(GATES.values(), _per_output_element),
     SqueezeExcitation: _per_input_element,
 }
 
@@ -82,16 +104,23 @@ def count_module_flops(module: nn.Module, shape: tuple[int, ...]) -> int:
     return int(macs)
 
 
-def se_costs(channels: int, height: int, width: int, reduction: int) -> tuple[int, int]:
+def se_costs(
+    channels: int, height: int, width: int, reduction: int, squeeze: str = "avg"
+) -> tuple[int, int]:
     """``(params, flops)`` of one SE block on a ``channels x height x width`` map, at batch 1.
 
-    The same count as :func:`count_params` and :func:`count_flops` give for the block:
-    squeeze ``C·H·W``, the two 1×1 convs ``2·C·h``, gate ``C``, scale ``C·H·W``.
+    The same count as :func:`count_params` and :func:`count_flops` give for the block. After
+    a pooling squeeze (``C·H·W``) the excitation runs once: the two 1×1 convs ``2·C·h``, the
+    gate ``C``. NoSqueeze pools nothing and runs it at each of the ``H·W`` positions:
+    ``2·C·h·H·W`` and ``C·H·W``. The scale is ``C·H·W`` either way; the gate does not matter
+    (one op per element each); parameters depend on neither.
     """
     hidden = squeeze_width(channels, reduction)
     params = 2 * channels * hidden + hidden + channels
-    flops = 2 * channels * height * width + 2 * channels * hidden + channels
-    return params, flops
+    elements = channels * height * width
+    positions = 1 if SQUEEZES[squeeze].pools else height * width
+    excitation = (2 * channels * hidden + channels) * positions
+    return params, squeeze_ops(squeeze, elements) + excitation + elements
 
 
 @dataclass(frozen=True)
@@ -150,7 +179,9 @@ class CostTable:
         seen_in, seen_out = self.shapes[site]
         _, height, width = seen_in if VARIANTS[choice.variant].sees == "in" else seen_out
         channels = self.sites[site].channels(choice.variant)
-        block_params, block_flops = se_costs(channels, height, width, choice.reduction)
+        block_params, block_flops = se_costs(
+            channels, height, width, choice.reduction, choice.squeeze
+        )
         return block_params - params, block_flops - flops
 
     def costs(self, arch: Architecture) -> tuple[int, int]:

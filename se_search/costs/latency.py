@@ -10,13 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from se_search.costs.timing import (
-    device_name,
-    interleaved,
-    quartiles,
-    resolve_device,
-    torch_threads,
-)
+from se_search.costs.timing import device_name, interleaved, resolve_device, torch_threads
+from se_search.stats.spread import quartiles
 
 __all__ = ["DISTURBED_IQR", "Latency", "measure_latency"]
 

@@ -1,5 +1,6 @@
 """The one timing loop, and what every latency figure of se-search shares: how a clock
-waits for the device, how many threads run, and what an interquartile range is.
+waits for the device, how many threads run, and (from :mod:`se_search.stats.spread`) what
+an interquartile range is.
 
 :func:`interleaved` times several runners in rounds, one pass of each per round, the order
 rotating from round to round, so that a slow stretch of the machine (another process, a
@@ -12,7 +13,6 @@ bench`` pairs models with it.
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,8 +25,6 @@ from se_search.errors import SESearchError
 __all__ = [
     "device_name",
     "interleaved",
-    "iqr",
-    "quartiles",
     "resolve_device",
     "synchronizer",
     "torch_threads",
@@ -77,20 +75,6 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """``(q1, median, q3)``, by linear interpolation between order statistics
-    (``statistics.quantiles(method="inclusive")``, numpy's default): the one quartile
-    definition of every figure se-search reports."""
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, median, q3
-
-
-def iqr(values: Sequence[float]) -> float:
-    """The interquartile range of ``values`` (see :func:`quartiles`)."""
-    q1, _, q3 = quartiles(values)
-    return q3 - q1
 
 
 def _rotated(order: Sequence[K], start: int) -> list[K]:

@@ -80,7 +80,7 @@ def evaluate_trial(
     if latency_table and not evaluator.lut.entries():
         evaluator.lut.add(latency_table)
     if evaluator.artifacts is None:  # the supernet of the driver's study, loaded once
-        evaluator.artifacts, evaluator.may_train_supernet = (
+        evaluator.artifacts, evaluator.may_train_once = (
             Path(config["se_checkpoint_dir"]),
             False,
         )

@@ -33,6 +33,7 @@ from se_search.events import (
 )
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
+from se_search.models.surgery import SELF_WEIGHTS
 from se_search.space import SearchSpace, build_model
 from se_search.space.sampling import reference_architectures
 
@@ -94,7 +95,9 @@ class Evaluator:
         self.artifacts = artifacts
         #: The results database, which keeps the latency lookup table (default: the space's).
         self.storage = storage
-        self.may_train_supernet = True  # Ray workers only load the driver's
+        #: Whether this process may train what is trained once per study (the supernet, a
+        #: ``self``-pretrained backbone); Ray workers only load the driver's.
+        self.may_train_once = True
 
     @cached_property
     def table(self) -> CostTable:
@@ -116,6 +119,24 @@ class Evaluator:
                 f"backbone.num_classes: {bundle.num_classes}"
             )
         return bundle
+
+    @cached_property
+    def training_space(self) -> SearchSpace:
+        """The space candidates are trained from: the space, with ``backbone.weights: self``
+        resolved to the checkpoint of the backbone pretrained on the data set (trained here,
+        once per study, when it is not in the artifacts yet)."""
+        if self.space.backbone.weights != SELF_WEIGHTS:
+            return self.space
+        from se_search.evaluation.pretrain import pretrained_backbone
+
+        if self.artifacts is None:
+            raise SESearchError("backbone.weights: self needs the study's artifacts folder")
+        path = pretrained_backbone(
+            self.space, data=self.data, device=self.device, artifacts=Path(self.artifacts),
+            may_train=self.may_train_once, listener=self._listener,
+        )  # fmt: skip
+        backbone = self.space.backbone.model_copy(update={"weights": str(path)})
+        return self.space.model_copy(update={"backbone": backbone})
 
     @cached_property
     def device(self) -> torch.device:
@@ -150,7 +171,7 @@ class Evaluator:
         cfg = self.space.latency
         torch.manual_seed(self.space.search.seed)
         return measure_latency(
-            build_model(self.space, arch),
+            build_model(self.space, arch, weights=False),
             image_size=cfg.image_size or self.space.data.image_size,
             batch_size=cfg.batch_size,
             device=cfg.device,
@@ -177,10 +198,12 @@ class Evaluator:
     # ----------------------------------------------------------------------------- oneshot
 
     def prepare(self, listener: Listener = ignore) -> None:
-        """What is done once, before the first candidate: for ``oneshot``, load the
-        supernet's checkpoint or train it; with a latency lookup table, measure the entries the
-        database lacks. ``listener`` gets the events of both."""
+        """What is done once, before the first candidate: with ``backbone.weights: self``,
+        load the pretrained backbone or train it; for ``oneshot``, load the supernet's
+        checkpoint or train it; with a latency lookup table, measure the entries the database
+        lacks. ``listener`` gets the events of each."""
         self._listener = listener
+        _ = self.training_space
         if self._scores_on_supernet:
             _ = self.scorer
         if self._latency == self._predict_latency and self.needs_latency:
@@ -211,11 +234,11 @@ class Evaluator:
             raise SESearchError("the oneshot strategy needs the study's artifacts folder")
         space = self.space
         return supernet_scorer(
-            space,
+            self.training_space,
             data=self.data,
             device=self.device,
             artifacts=Path(self.artifacts),
-            may_train=self.may_train_supernet,
+            may_train=self.may_train_once,
             init=(lambda net: strategies.zero_init_residual(net, space))
             if space.evaluation.zero_init_residual
             else None,

@@ -179,17 +179,26 @@ class OneShotScorer:
         self.supernet.activate(arch)
         recalibrate_bn(self.supernet, self.calibration)
 
-    @torch.no_grad()
     def score(self, arch: Architecture) -> float:
         """Validation top-1 of ``arch`` with inherited weights and recalibrated BN."""
+        return self.scores(arch)["top1"]
+
+    @torch.no_grad()
+    def scores(self, arch: Architecture) -> dict[str, float]:
+        """``top1`` and ``nll`` (the validation cross-entropy, negated so that higher is
+        better: unlike top-1 it does not quantise a near-saturated set into ties) of
+        ``arch`` with inherited weights and recalibrated BN."""
         was_training = self.supernet.training
         self.prepare(arch)
         correct = total = 0
+        loss = 0.0
         for images, labels in self.val:
-            correct += int((self.supernet(images).argmax(1) == labels).sum())
+            logits = self.supernet(images)
+            correct += int((logits.argmax(1) == labels).sum())
+            loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             total += labels.numel()
         self.supernet.train(was_training)
-        return correct / max(total, 1)
+        return {"top1": correct / max(total, 1), "nll": -loss / max(total, 1)}
 
 
 def checkpoint_path(folder: Path, space: SearchSpace) -> Path:

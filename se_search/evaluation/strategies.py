@@ -103,7 +103,7 @@ def _training(evaluator: Evaluator) -> Strategy:
         models, runs = [], []
         for seed in seeds:
             torch.manual_seed(seed)  # every candidate starts from the same random state
-            model = build_model(space, arch)
+            model = build_model(evaluator.training_space, arch)
             if ev.zero_init_residual and ev.strategy != "finetune":  # keep the pretrained fn
                 zero_init_residual(model, space)
 

@@ -17,7 +17,8 @@ has its own, and nothing at unselected sites) in which every selected site is a
   ``choices.reduction`` (the widest excitation). Ratio ``r`` uses the first ``C // r`` hidden
   units: ``fc1.weight[:h]``, ``fc1.bias[:h]``, ``fc2.weight[:, :h]`` and all of ``fc2.bias``,
   so every ratio's weights are a slice of the smallest ratio's (slimmable networks, Yu et al.
-  2019). Squeeze (avg/max) and gate (sigmoid/hardsigmoid) choices share those weights too.
+  2019). Squeeze and gate choices share those weights too (NoSqueeze runs the same two 1×1
+  convs at every position of the map instead of once on its pooled values).
 - Variants do *not* share SE weights with each other: ``pre`` sees the block's input,
   ``standard`` the branch, ``post`` the sum, ``identity`` the shortcut; their statistics differ.
 
@@ -30,42 +31,42 @@ import copy
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site
-from se_search.models.blocks import SQUEEZES, SqueezeExcite, pointwise, squeeze_width
+from se_search.models.blocks import GATES, SqueezeExcite, pointwise, squeeze_width
 from se_search.models.surgery import build_backbone, insert_se
 from se_search.models.variants import VARIANTS
 from se_search.space import SearchSpace, build_model
 
-__all__ = ["GATE_FUNCTIONS", "ChoiceSite", "SlimmableSE", "Supernet", "shared_twin"]
-
-GATE_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sigmoid": torch.sigmoid,
-    "hardsigmoid": F.hardsigmoid,
-}
+__all__ = ["ChoiceSite", "SlimmableSE", "Supernet", "shared_twin"]
 
 
 class SlimmableSE(SqueezeExcite):
     """An SE block at the widest ratio whose active ratio, squeeze and gate are set per
-    forward (:meth:`activate`); ratio ``r`` runs on the first ``C // r`` hidden units."""
+    forward (:meth:`activate`); ratio ``r`` runs on the first ``C // r`` hidden units.
+
+    The squeeze and the gate are the block's own ``squeeze`` and ``gate`` modules, switched
+    by :meth:`activate` (neither holds a tensor), so they are the stand-alone block's exactly.
+    """
 
     def __init__(self, channels: int, *, reduction: int, act: str = "relu") -> None:
         super().__init__(channels, reduction=reduction, act=act)
         self.hidden = self.fc1.out_channels
-        self.squeeze_mode, self.gate_name = "avg", "sigmoid"
 
     def activate(self, choice: SEChoice) -> None:
         self.hidden = squeeze_width(self.channels, choice.reduction)
-        self.squeeze_mode, self.gate_name = choice.squeeze, choice.gate
+        self.set_squeeze(choice.squeeze)
+        if type(self.gate) is not GATES[choice.gate]:
+            self.gate = GATES[choice.gate]()
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden
-        z = pointwise(SQUEEZES[self.squeeze_mode](x), self.fc1.weight[:h], self.fc1.bias[:h])
-        z = pointwise(self.act(z), self.fc2.weight[:, :h], self.fc2.bias)
-        return GATE_FUNCTIONS[self.gate_name](z)
+        h, per_pixel = self.hidden, self.fc1.per_pixel
+        z = self.squeeze(x)
+        z = pointwise(z, self.fc1.weight[:h], self.fc1.bias[:h], per_pixel=per_pixel)
+        z = pointwise(self.act(z), self.fc2.weight[:, :h], self.fc2.bias, per_pixel=per_pixel)
+        return self.gate(z)
 
 
 def shared_twin(module: nn.Module) -> nn.Module:

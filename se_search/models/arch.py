@@ -6,7 +6,10 @@ whatever way it was written. The hash is SHA-256 of the canonical JSON, so it is
 every process, run and machine.
 
 Compact text form of a choice: ``VARIANT[:R[:SQUEEZE[:GATE]]]``, e.g. ``standard:16``
-(the paper's SE block), ``pre:8:max:hardsigmoid`` or ``none``.
+(the paper's SE block), ``pre:8:max:hardsigmoid``, ``standard:16:none:tanh`` (the paper's
+NoSqueeze block with a tanh gate: a squeeze ``none`` is not the variant ``none``) or ``none``.
+SQUEEZE is one of :data:`~se_search.models.blocks.SQUEEZES` and GATE one of
+:data:`~se_search.models.blocks.GATES`.
 """
 
 from __future__ import annotations

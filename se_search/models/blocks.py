@@ -6,8 +6,15 @@ On a feature map ``U`` of ``C`` channels the block computes
 
 - squeeze: ``z_c = mean_{h,w} u_c`` (the paper also ablates ``max``);
 - excitation: ``s = gate(W2 · δ(W1 · z))`` with ``W1 ∈ R^{C/r × C}``, ``W2 ∈ R^{C × C/r}``,
-  ``δ = ReLU`` and ``gate = sigmoid`` (σ in the paper) or ``hardsigmoid``;
+  ``δ = ReLU`` and ``gate = sigmoid`` (σ in the paper), ``hardsigmoid``, or the paper's
+  ablations ``tanh`` and ``relu`` (Table 12);
 - scale: ``x̃_c = s_c · u_c``.
+
+Squeeze ``none`` is the paper's *NoSqueeze* (Section 7.1, Table 16): no pooling, the same two
+1×1 convolutions applied at every position of the full map, so ``s`` is ``[N, C, H, W]``, a
+scale per pixel and channel, and the excitation costs ``H·W`` times as much. Every forward
+that scales a map (:class:`ChannelScale`, the fused residual joins) broadcasts ``s``, so it
+takes either shape.
 
 ``W1`` and ``W2`` are 1×1 convolutions with biases (as in the paper's released models and
 timm), so an SE block on ``C`` channels with ratio ``r`` has ``2·C·(C // r) + C // r + C``
@@ -15,9 +22,9 @@ parameters. The squeeze width is ``C // r`` (floor), which must be at least 1, s
 every width in the torchvision ResNets is a multiple of 64, so for ``r ≤ 64`` there is no
 rounding at all and the paper's exact counts hold.
 
-The squeeze, the gate and the scale are leaf modules of their own (:class:`Squeeze`,
-``nn.Sigmoid``/``nn.Hardsigmoid``, :class:`ChannelScale`) so that the cost model can charge
-for them; profilers charge nothing for a bare ``x * s``. Where a block sits in a network is
+The squeeze, the gate and the scale are leaf modules of their own (:class:`Squeeze`, the
+classes in :data:`GATES`, :class:`ChannelScale`) so that the cost model can charge for them;
+profilers charge nothing for a bare ``x * s``. Where a block sits in a network is
 :mod:`se_search.models.variants`'s business.
 
 Blocks that start as the identity (the ``finetune`` strategy). A pretrained backbone keeps
@@ -25,10 +32,13 @@ its function when SE blocks are added only if each new block starts as ``x ↦ x
 ``W2`` and its bias zero the gate's input is 0 everywhere, and ``sigmoid(0) =
 hardsigmoid(0) = 1/2``, so such blocks are built with ``gain = 2`` (:data:`IDENTITY_GAIN`):
 ``s = 2 · gate(...)``, the same shape with range (0, 2) and exactly 1 at 0, and
-:meth:`SqueezeExcite.start_as_identity` zeroes ``W2``. The gain is a 0-d buffer, ``gain``,
-present only when it is not 1: the paper's blocks (the ``train`` strategy) keep their
-``state_dict`` keys and every block its parameter count, while a fine-tuned block's gain is
-saved with its weights and comes back with them. Loading a ``state_dict`` sets each block's
+:meth:`SqueezeExcite.start_as_identity` zeroes ``W2``. ``tanh(0) = relu(0) = 0``: no gain
+makes those blocks the identity at a zero excitation (they would zero the map), so they
+cannot start that way (:func:`can_start_as_identity`; a space refuses them under
+``finetune``). The gain is a 0-d buffer, ``gain``, present only when it is not 1: the
+paper's blocks (the ``train`` strategy) keep their ``state_dict`` keys and every block its
+parameter count, while a fine-tuned block's gain is saved with its weights and comes back
+with them. Loading a ``state_dict`` sets each block's
 gain from it (``<prefix>gain`` there, or 1 where the block's weights come without one), so a
 model rebuilt from its architecture alone, as :func:`~se_search.outputs.export.load_model` and a
 study's checkpoints rebuild it, computes what was trained. The extra ``C`` multiplies of a
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,8 +63,11 @@ __all__ = [
     "SQUEEZES",
     "ChannelScale",
     "PointwiseConv",
+    "ReLUGate",
     "Squeeze",
     "SqueezeExcite",
+    "SqueezeOp",
+    "can_start_as_identity",
     "pointwise",
     "squeeze_width",
 ]
@@ -75,7 +89,8 @@ def squeeze_width(channels: int, reduction: int) -> int:
 
 
 class Squeeze(nn.Module):
-    """Global pooling of each channel to one value: ``avg`` (the paper's) or ``max``."""
+    """The squeeze step, one of :data:`SQUEEZES`: global pooling of each channel to one value
+    (``avg``, the paper's, or ``max``), or ``none`` (NoSqueeze), which passes the map on."""
 
     def __init__(self, mode: str = "avg") -> None:
         super().__init__()
@@ -84,7 +99,7 @@ class Squeeze(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return SQUEEZES[self.mode](x)
+        return SQUEEZES[self.mode].fn(x)
 
     def extra_repr(self) -> str:
         return self.mode
@@ -92,6 +107,10 @@ class Squeeze(nn.Module):
 
 class ChannelScale(nn.Module):
     """The scale step ``x̃_c = s_c · u_c``, a module so that cost models can count it.
+
+    ``scale`` broadcasts: ``[N, C, 1, 1]`` after a pooling squeeze, ``[N, C, H, W]`` after
+    NoSqueeze; either way an output element reads only its own position of each input (and
+    its channel's or its own scale), so the in-place write below stays exact.
 
     ``add`` fuses a residual addition into the same pass, ``x * scale + add`` (one read of
     each map instead of a product map written and read again). ``out`` is a fresh tensor of
@@ -119,36 +138,78 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 
 
 class PointwiseConv(nn.Conv2d):
-    """The excitation's 1×1 convolution (``fc1``, ``fc2``) on the squeezed ``[N, C, 1, 1]``
-    map, run as a matrix product (:func:`pointwise`): the same function at several times less
+    """The excitation's 1×1 convolution (``fc1``, ``fc2``), run by :func:`pointwise`: on the
+    squeezed ``[N, C, 1, 1]`` map as a matrix product, the same function at several times less
     than oneDNN's convolution (2.2 against 11.7 ms for the 32 of SE-ResNet-50 at batch 8 on
-    a 2-core CPU).
+    a 2-core CPU); with ``per_pixel`` (NoSqueeze's full map) as the convolution.
     Its parameters are a ``Conv2d``'s, so ``state_dict`` keys and shapes are unchanged."""
+
+    #: Whether it runs on a full map; :meth:`SqueezeExcite.set_squeeze` sets it from the
+    #: squeeze, which knows before any forward (a branch on the map's size would make
+    #: ``torch.jit.trace`` warn at every block).
+    per_pixel: bool = False
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pointwise(x, self.weight, self.bias)
+        return pointwise(x, self.weight, self.bias, per_pixel=self.per_pixel)
 
 
-def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1×1 convolution of a squeezed map ``x [N, C, 1, 1]`` by ``weight [O, C, 1, 1]`` as a
-    matrix product; the result is ``[N, O, 1, 1]``. A map with more than one position is
-    refused by the product's shape check (``C·H·W`` columns against ``C``). Exported to ONNX
-    it is one ``Gemm`` between reshapes (a channels-last ``movedim`` would add transposes)."""
+def pointwise(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, per_pixel: bool = False
+) -> torch.Tensor:
+    """A 1×1 convolution of ``x [N, C, H, W]`` by ``weight [O, C, 1, 1]``; ``[N, O, H, W]``.
+
+    A squeezed map ``[N, C, 1, 1]`` runs as a matrix product, exported to ONNX as one ``Gemm``
+    between reshapes (a channels-last ``movedim`` would add transposes); a map with more than
+    one position is refused there by the product's shape check (``C·H·W`` columns against
+    ``C``). ``per_pixel`` (NoSqueeze) runs the convolution itself on a map of any size.
+    """
+    if per_pixel:
+        return F.conv2d(x, weight, bias)
     return F.linear(x.flatten(1), weight.flatten(1), bias)[:, :, None, None]
 
 
-SQUEEZES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "avg": lambda x: x.mean(dim=(2, 3), keepdim=True),
-    "max": lambda x: x.amax(dim=(2, 3), keepdim=True),
+@dataclass(frozen=True)
+class SqueezeOp:
+    """One squeeze: its function, and whether it pools each channel to one value (then the
+    excitation runs once per channel) or keeps the map (NoSqueeze: once per position)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    pools: bool
+
+
+SQUEEZES: dict[str, SqueezeOp] = {
+    "avg": SqueezeOp(lambda x: x.mean(dim=(2, 3), keepdim=True), pools=True),
+    "max": SqueezeOp(lambda x: x.amax(dim=(2, 3), keepdim=True), pools=True),
+    "none": SqueezeOp(lambda x: x, pools=False),
 }
-GATES: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
+
+
+class ReLUGate(nn.ReLU):
+    """ReLU as the gate (the paper's Table 12 ablation), a class of its own: the cost model
+    charges a gate one operation per element, and a rule for ``nn.ReLU`` itself would charge
+    every ReLU of the backbone too (thop matches exact types and counts those as free)."""
+
+
+GATES: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "hardsigmoid": nn.Hardsigmoid,
+    "tanh": nn.Tanh,
+    "relu": ReLUGate,
+}
 #: The excitation's hidden activation δ: ReLU in the paper; EfficientNet's own blocks use SiLU.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
-#: The gain that makes a block with a zero excitation the identity: every gate is 1/2 at 0.
+#: The gain that makes a block with a zero excitation the identity: sigmoid and hardsigmoid
+#: are 1/2 at 0 (tanh and relu are 0 there: :func:`can_start_as_identity`).
 IDENTITY_GAIN = 2.0
+
+
+def can_start_as_identity(gate: str) -> bool:
+    """Whether a block with ``gate`` can start as the identity: ``IDENTITY_GAIN · gate(0) = 1``
+    (sigmoid, hardsigmoid); not tanh or relu, which are 0 at 0."""
+    return IDENTITY_GAIN * float(GATES[gate]()(torch.zeros(()))) == 1.0
 
 
 class SqueezeExcite(nn.Module):
@@ -157,8 +218,8 @@ class SqueezeExcite(nn.Module):
     Args:
         channels: channels of the feature map it recalibrates (``C``).
         reduction: the ratio ``r``; the excitation MLP is ``C -> C // r -> C``.
-        squeeze: ``avg`` or ``max`` global pooling.
-        gate: ``sigmoid`` (σ in the paper) or ``hardsigmoid``.
+        squeeze: ``avg`` or ``max`` global pooling, or ``none`` (NoSqueeze: per pixel).
+        gate: ``sigmoid`` (σ in the paper), ``hardsigmoid``, ``tanh`` or ``relu``.
         act: the hidden activation δ, ``relu`` (the paper's) or ``silu``.
         gain: a factor on the gate's output; 1 is the paper's block, :data:`IDENTITY_GAIN`
             one that :meth:`start_as_identity` can make the identity (any other gain is a
@@ -193,6 +254,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = PointwiseConv(hidden, channels)  # W2
         self.gate = GATES[gate]()  # σ
         self.scale = ChannelScale()
+        self.set_squeeze(squeeze)
         self._set_gain(float(gain))
 
     @property
@@ -202,12 +264,19 @@ class SqueezeExcite(nn.Module):
         buffer = self._buffers.get("gain")
         return 1.0 if buffer is None else float(buffer)
 
+    def set_squeeze(self, mode: str) -> None:
+        """Squeeze by ``mode`` from now on: the excitation's convs run once on the pooled map,
+        or at every position when the squeeze pools nothing (NoSqueeze)."""
+        self.squeeze = Squeeze(mode)
+        self.fc1.per_pixel = self.fc2.per_pixel = not SQUEEZES[mode].pools
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale(x, self.excite(x))
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
-        """The channel weights ``s`` of ``x``, ``[N, C, 1, 1]``: squeeze, excitation, gate and
-        gain, everything but the scale step (which a residual block may fuse with its add)."""
+        """The channel weights ``s`` of ``x``, ``[N, C, 1, 1]`` (``[N, C, H, W]`` under
+        NoSqueeze): squeeze, excitation, gate and gain, everything but the scale step (which
+        a residual block may fuse with its add)."""
         s = self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
         gain = self._buffers.get("gain")
         return s if gain is None else s * gain
@@ -216,13 +285,21 @@ class SqueezeExcite(nn.Module):
         """Zero ``W2`` and its bias, so that the block returns its input unchanged.
 
         The gate then sees 0 everywhere and the block scales by ``gain · gate(0)``, which must
-        be 1: true for both gates with :data:`IDENTITY_GAIN`, refused otherwise.
+        be 1: true for sigmoid and hardsigmoid with :data:`IDENTITY_GAIN`, refused otherwise.
         """
-        at_zero = self.gain * float(self.gate(torch.zeros(())))
-        if at_zero != 1.0:
+        at_zero = float(self.gate(torch.zeros(())))
+        if at_zero == 0.0:
+            identity = [g for g in GATES if can_start_as_identity(g)]
+            raise ValueError(
+                f"a block with gate {type(self.gate).__name__} cannot start as the identity: "
+                f"the gate is 0 at a zero excitation, so the block would zero the map whatever "
+                f"its gain; use gate {' or '.join(identity)} for a block that starts as the "
+                "identity"
+            )
+        if self.gain * at_zero != 1.0:
             raise ValueError(
                 f"a block with gate {type(self.gate).__name__} and gain {self.gain:g} scales "
-                f"by {at_zero:g} at a zero excitation, not 1; build it with "
+                f"by {self.gain * at_zero:g} at a zero excitation, not 1; build it with "
                 f"gain={IDENTITY_GAIN}"
             )
         with torch.no_grad():

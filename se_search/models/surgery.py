@@ -20,7 +20,15 @@ from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site, get_backbone
 from se_search.models.blocks import IDENTITY_GAIN, SqueezeExcite
 
-__all__ = ["BackboneConfig", "SEInit", "build_backbone", "check_variants", "insert_se", "se_block"]
+__all__ = [
+    "SELF_WEIGHTS",
+    "BackboneConfig",
+    "SEInit",
+    "build_backbone",
+    "check_variants",
+    "insert_se",
+    "se_block",
+]
 
 #: How new SE blocks start: ``default``, the paper's block (gain 1) as PyTorch initialises it;
 #: ``identity``, gain 2 with a zero last layer, so each new block is the identity at first.
@@ -36,6 +44,11 @@ class BackboneConfig(Protocol):
     weights: str | None
 
 
+#: ``backbone.weights: self``: weights se-search trains on the data set itself (see
+#: :mod:`se_search.evaluation.pretrain`), which only an evaluator resolves to a file.
+SELF_WEIGHTS = "self"
+
+
 def build_backbone(spec: BackboneConfig) -> nn.Module:
     """The plain backbone of ``spec``, with ``spec.weights`` loaded when given.
 
@@ -45,6 +58,12 @@ def build_backbone(spec: BackboneConfig) -> nn.Module:
     ``num_classes`` is left freshly initialised, with a warning.
     """
     model = get_backbone(spec.model).build(spec.model, num_classes=spec.num_classes)
+    if spec.weights == SELF_WEIGHTS:
+        raise BackboneError(
+            "backbone.weights: self names weights se-search trains on the data set before "
+            "its first trial; build the model through an Evaluator (se-search run or verify), "
+            "or give the path of the checkpoint it saved (backbone-*.pt in the artifacts)"
+        )
     if spec.weights is not None:
         _load_weights(model, spec)
     return model
@@ -92,10 +111,10 @@ def se_block(site: Site, choice: SEChoice, *, init: SEInit = "default") -> Squee
             act=site.act,
             gain=IDENTITY_GAIN if init == "identity" else 1.0,
         )
+        if init == "identity":
+            se.start_as_identity()  # refuses a gate that is 0 at 0 (tanh, relu)
     except ValueError as err:
         raise ArchitectureError(f"site {site.name} ({choice}): {err}") from None
-    if init == "identity":
-        se.start_as_identity()
     return se
 
 

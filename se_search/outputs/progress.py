@@ -25,6 +25,8 @@ from se_search.events import (
     LatencyTableProgress,
     LatencyTableReady,
     LatencyTableStarted,
+    PretrainReady,
+    PretrainStarted,
     RunStarted,
     SupernetEpoch,
     SupernetReady,
@@ -152,6 +154,21 @@ class SearchProgress:
     def _(self, event: SupernetReady) -> None:
         how = "trained" if event.trained else "loaded"
         self._print(f"oneshot: supernet {how} ({event.path}); candidates inherit its weights")
+
+    @__call__.register
+    def _(self, event: PretrainStarted) -> None:
+        self._print(
+            f"backbone.weights: self: training the backbone on the data set for {event.epochs} "
+            f"epochs, once (saved to {event.path})"
+        )
+
+    @__call__.register
+    def _(self, event: PretrainReady) -> None:
+        how = "trained" if event.trained else "loaded"
+        figure = f", validation accuracy {event.accuracy:.4f}" if event.accuracy else ""
+        self._print(
+            f"backbone.weights: self: {how} ({event.path}{figure}); candidates fine-tune from it"
+        )
 
     @__call__.register
     def _(self, event: LatencyTableStarted) -> None:

@@ -13,7 +13,15 @@ from typing import Any
 
 from rich.table import Table
 
-from se_search.display import DISTURBED_MARK, TIE_MARK, accuracy_cell, fmt, latency_cell
+from se_search.display import (
+    DISTURBED_MARK,
+    TIE_MARK,
+    accuracy_cell,
+    fmt,
+    latency_cell,
+    noise_line,
+    rounded,
+)
 from se_search.models.variants import VARIANTS
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "description_table",
     "front_table",
     "latency_check_table",
+    "run_report",
     "verified_table",
 ]
 
@@ -36,16 +45,27 @@ COLUMNS = (
 )
 LEGEND = (
     "placement: one site each, S standard P pre O post I identity M inner + ratio, "
-    f"K kept, - none, | stage; {TIE_MARK}: accuracy within noise of a cheaper member; "
-    f"{DISTURBED_MARK}: latency disturbed when measured twice"
+    f"K kept, - none, | or a new line: stage; {TIE_MARK}: accuracy within noise of a "
+    f"cheaper member; {DISTURBED_MARK}: latency disturbed when measured twice"
 )
 
 
-def front_table(rows: list[dict], *, title: str) -> Table:
-    """The front as a rich table, best accuracy first."""
+#: Width of a front table without its placement column (borders and padding included).
+FIGURES_WIDTH = 75
+
+
+def front_table(rows: list[dict], *, title: str, width: int | None = None) -> Table:
+    """The front as a rich table, best accuracy first. Where a placement does not fit in
+    ``width`` (a narrow terminal, or a file: 80), it is written a stage per line, so that
+    no stage is split and no figure wraps."""
     table = Table(title=title, caption=LEGEND)
     for header in COLUMNS:
-        table.add_column(header, justify="left" if header == "placement" else "right")
+        if header == "placement":
+            table.add_column(header, justify="left")
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    longest = max((len(r["placement"]) for r in rows), default=0)
+    stacked = width is not None and FIGURES_WIDTH + longest > width
     for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         table.add_row(
             str(row["trial_number"]),
@@ -53,7 +73,7 @@ def front_table(rows: list[dict], *, title: str) -> Table:
             fmt(row["params"] and row["params"] / 1e6, ".3f"),
             fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
             latency_cell(row),
-            row["placement"],
+            row["placement"].replace(" | ", "\n") if stacked else row["placement"],
         )
     return table
 
@@ -145,6 +165,7 @@ TRIAL_FIELDS = (
     "summary",
     "arch_hash",
     "accuracy",
+    "accuracy_se",
     "params",
     "flops",
     "latency_ms",
@@ -173,7 +194,14 @@ def trial_table(record: dict[str, Any]) -> list[Any]:
     for site, choice in record["architecture"].items():
         table.add_row(site, str(SEChoice.parse(choice)))
     lines: list[Any] = [table]
-    lines += [f"{key:15s} {record[key]}" for key in TRIAL_FIELDS if record.get(key) is not None]
+    lines += [
+        f"{key:15s} {rounded(key, record[key])}"
+        for key in TRIAL_FIELDS
+        if record.get(key) is not None
+    ]
+    if record.get("seed_accuracies"):
+        accuracies = ", ".join(f"{a:.4f}" for a in record["seed_accuracies"])
+        lines.append(f"{'seeds':15s} {', '.join(map(str, record['seeds']))}: {accuracies}")
     return lines
 
 
@@ -184,11 +212,11 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _front_json(rows: list[dict], *, title: str) -> str:
+def _front_json(rows: list[dict], *, title: str, width: int | None = None) -> str:
     return json.dumps(rows, indent=2, default=str)
 
 
-def _front_csv(rows: list[dict], *, title: str) -> str:
+def _front_csv(rows: list[dict], *, title: str, width: int | None = None) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -231,3 +259,34 @@ def spaces_table() -> list[Any]:
             f"{s.size:,}" if s.size < 10**6 else f"{s.size:.2e}",
         )
     return [table, *unavailable]
+
+
+def run_report(summary: Any, *, width: int | None) -> tuple[list[Any], list[str]]:
+    """What ``se-search run`` prints at its end, given the engine's
+    :class:`~se_search.engines.recorder.RunSummary`: the front, its noise and how to export
+    a member (stdout); the budget warning, and why it stopped short (stderr)."""
+    from se_search.commands import command
+
+    title = (
+        f"Pareto front of {summary.study_name}: "
+        f"{len(summary.front)} of {summary.finished} finished trials"
+    )
+    export = command(
+        "export", study=summary.study_name, storage=summary.storage, pick="knee",
+        format="state_dict", output="model.pt",
+    )  # fmt: skip
+    printed = [
+        front_table(summary.front, title=title, width=width),
+        noise_line(summary.noise),
+        f"results in {summary.storage} (study {summary.study_name}); export one with\n  {export}",
+    ]
+    warnings = []
+    if summary.noise and summary.noise.get("budget_warning"):
+        warnings.append(f"warning: {summary.noise['budget_warning']}")
+    if summary.finished < summary.target:
+        show = command("show", "N", study=summary.study_name, storage=summary.storage)
+        warnings.append(
+            f"stopped: {summary.failed} trial(s) of this run failed and {summary.finished} "
+            f"of {summary.target} finished; see why with {show}"
+        )
+    return printed, warnings

@@ -107,7 +107,10 @@ def verify(
     run = store.latest_run(study)
     assert run is not None
     space = space_from_json(run.space_json, origin=f"study {study!r} in {redact(storage)}")
-    evaluator = Evaluator(stand_alone(space, epochs=epochs, seeds=seeds))
+    evaluator = Evaluator(
+        stand_alone(space, epochs=epochs, seeds=seeds),
+        artifacts=checkpoint_dir(space, storage),  # a self-pretrained backbone is there
+    )
     budget = evaluator.space.evaluation.epochs
     folder = checkpoint_dir(space, storage) / "verified"
     done = {v["trial_number"]: v for v in store.verified(study)}

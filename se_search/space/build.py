@@ -12,17 +12,17 @@ from se_search.space.specs import SearchSpace
 __all__ = ["build_model", "se_init"]
 
 
-def build_model(space: SearchSpace, arch: Architecture) -> nn.Module:
-    """The space's backbone (weights loaded) with ``arch``'s SE blocks, started as
-    :func:`se_init` says for the space's strategy.
+def build_model(space: SearchSpace, arch: Architecture, *, weights: bool = True) -> nn.Module:
+    """The space's backbone (``backbone.weights`` loaded, unless ``weights`` is False: for
+    what needs only the shapes, such as costs and latency) with ``arch``'s SE blocks, started
+    as :func:`se_init` says for the space's strategy.
 
     Under ``torch.manual_seed(s)``, the ``none`` architecture gives exactly torchvision's
     model built under the same seed.
     """
     arch.check_sites(space.site_names)
-    return insert_se(
-        build_backbone(space.backbone), arch, backbone=space.backbone.model, init=se_init(space)
-    )
+    spec = space.backbone if weights else space.backbone.model_copy(update={"weights": None})
+    return insert_se(build_backbone(spec), arch, backbone=spec.model, init=se_init(space))
 
 
 def se_init(space: SearchSpace) -> SEInit:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from se_search.commands import flag
 from se_search.errors import SpaceError
 from se_search.models.backbones import Site, get_backbone
+from se_search.models.blocks import GATES, can_start_as_identity
 from se_search.models.variants import VARIANTS
 from se_search.space.specs import OBJECTIVES, SearchSpace, matches
 from se_search.space.yamlpath import NodeLines, fields_at, key_path
@@ -227,16 +228,33 @@ def _check_variants(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
 
 
 def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
-    if space.evaluation.strategy == "finetune" and space.backbone.weights is None:
-        return [
+    if space.evaluation.strategy != "finetune":
+        return []
+    problems = []
+    if space.backbone.weights is None:
+        problems.append(
             (
                 ("evaluation", "strategy"),
                 "strategy 'finetune' starts from pretrained weights: set backbone.weights to a "
                 "torchvision weights name (IMAGENET1K_V2) or a checkpoint path, or use "
                 "strategy 'train'",
             )
-        ]
-    return []
+        )
+    # finetune's new blocks start as the identity (blocks.start_as_identity): a gate that is 0
+    # at a zero excitation cannot, whatever its gain.
+    starting = [g for g in GATES if can_start_as_identity(g)]
+    problems += [
+        (
+            ("choices", "gate", i),
+            f"gate {gate!r} cannot start as the identity, as strategy 'finetune' needs: "
+            f"{gate}(0) = 0, so a new block would zero the map it scales instead of keeping "
+            f"the pretrained function; use gate {' or '.join(starting)} under finetune, or "
+            "strategy 'train'",
+        )
+        for i, gate in enumerate(space.choices.gate)
+        if not can_start_as_identity(gate)
+    ]
+    return problems
 
 
 def _check_image_size(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:

@@ -21,6 +21,7 @@ __all__ = [
     "random_architecture",
     "reference_architectures",
     "smallest",
+    "spread_architectures",
 ]
 
 
@@ -40,6 +41,28 @@ def random_architecture(space: SearchSpace, rng: random.Random) -> Architecture:
             for site in space.selected_sites
         }
     )
+
+
+def spread_architectures(space: SearchSpace, count: int, rng: random.Random) -> list[Architecture]:
+    """``count`` distinct architectures spread over the space's cost range: the i-th puts a
+    block at each site with probability ``i / (count - 1)`` (its variant, ratio, squeeze
+    and gate uniform among those the site takes), so they run from no SE to SE everywhere,
+    where uniform sampling clusters in the middle."""
+    found: list[Architecture] = []
+    attempts = 0
+    while len(found) < count:
+        density = len(found) / max(count - 1, 1)
+        choices = {}
+        for site in space.selected_sites:
+            adding = [v for v in space.variants_at(site) if VARIANTS[v].adds_block]
+            plain = [v for v in space.variants_at(site) if not VARIANTS[v].adds_block]
+            pool = adding if adding and (rng.random() < density or not plain) else plain
+            choices[site.name] = rng.choice(block_options(space, rng.choice(pool)))
+        arch = Architecture(choices)
+        attempts += 1
+        if arch not in found or attempts > 100 * count:
+            found.append(arch)
+    return found
 
 
 def _se_params(site: Site, choice: SEChoice) -> int:

@@ -84,6 +84,8 @@ class BackboneSpec(_Section):
     model: str
     source: Literal["torchvision", "timm"] = "torchvision"
     num_classes: PositiveInt = 10
+    #: A checkpoint path, a torchvision weights name, or ``self``: weights se-search trains
+    #: on the data set once (``evaluation.pretrain_epochs``) and caches in the artifacts.
     weights: str | None = None
 
     @model_validator(mode="before")
@@ -185,6 +187,7 @@ class EvaluationSpec(_Section):
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
     compile: bool = False  # train through torch.compile (pays off on a GPU, for long runs)
+    pretrain_epochs: PositiveInt = 16  # for backbone.weights: self
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     supernet: SupernetSpec = SupernetSpec()
 

@@ -1,35 +1,83 @@
-"""Hypervolume: the share of objective space a front dominates, and how it grows with trials."""
+"""Hypervolume: the share of objective space a front dominates, and how it grows with
+trials, for one study or several on one normalisation.
+
+Objectives are scaled to [0, 1] between bounds (:func:`bounds`: the best and worst value of
+each over the rows given), each oriented so that 0 is best, and the reference point is the
+worst corner, (1, ..., 1). Studies compared share one set of bounds, so their volumes are
+comparable. :func:`bands` summarises repeated runs (seeds of one method) as the median and
+interquartile range after each trial.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from se_search.stats.pareto import pareto_front
+from se_search.stats.spread import quartiles
 
-__all__ = ["hypervolume_history"]
+__all__ = ["Bounds", "bands", "bounds", "hypervolume_by_trial", "hypervolume_history"]
+
+#: The range of each objective the volumes are normalised over, ``key -> (low, high)``.
+Bounds = dict[str, tuple[float, float]]
 
 
-def hypervolume_history(rows: Sequence[dict], objectives: dict[str, str]) -> list[float]:
-    """Hypervolume of the front after each finished trial (two or three objectives).
+def bounds(rows: Iterable[Mapping], objectives: Mapping[str, str]) -> Bounds:
+    """Each objective's lowest and highest value over ``rows`` (of one study, or all)."""
+    rows = list(rows)
+    return {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in objectives}
 
-    Objectives are scaled to [0, 1] over the trials shown, so that the volume is comparable
-    across them; the reference point is the worst corner.
-    """
-    keys = list(objectives)
-    lows = {k: min(r[k] for r in rows) for k in keys}
-    highs = {k: max(r[k] for r in rows) for k in keys}
 
-    def loss(row: dict, k: str) -> float:  # 0 best, 1 worst
-        span = (highs[k] - lows[k]) or 1.0
-        x = (row[k] - lows[k]) / span
-        return 1.0 - x if objectives[k] == "max" else x
+def _losses(row: Mapping, objectives: Mapping[str, str], scale: Bounds) -> list[float]:
+    """``row`` in normalised objective space: 0 best, 1 worst on each axis."""
+    out = []
+    for k, direction in objectives.items():
+        low, high = scale[k]
+        x = (row[k] - low) / ((high - low) or 1.0)
+        out.append(1.0 - x if direction == "max" else x)
+    return out
 
-    history, seen = [], []
-    for row in rows:
-        seen.append(row)
-        points = [[loss(r, k) for k in keys] for r in pareto_front(seen, objectives)]
-        history.append(_volume(points, [1.0] * len(keys)))
+
+def _front_volume(rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds) -> float:
+    points = [_losses(r, objectives, scale) for r in pareto_front(rows, objectives)]
+    return _volume(points, [1.0] * len(objectives))
+
+
+def hypervolume_history(
+    rows: Sequence[dict], objectives: dict[str, str], scale: Bounds | None = None
+) -> list[float]:
+    """Hypervolume of the front after each of ``rows`` in turn (two or three objectives),
+    normalised over ``scale`` (default: the rows' own bounds)."""
+    scale = scale or bounds(rows, objectives)
+    return [_front_volume(rows[: i + 1], objectives, scale) for i in range(len(rows))]
+
+
+def hypervolume_by_trial(
+    rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds, trials: int
+) -> list[float]:
+    """The hypervolume after trial 0, 1, ..., ``trials - 1``: of the front of the rows whose
+    ``trial_number`` is at most that. Trials that left no row (failed, pruned, infeasible,
+    a copy of an earlier one) change nothing, so studies compare trial for trial."""
+    ordered = sorted(rows, key=lambda r: r["trial_number"])
+    history, seen, i = [], [], 0
+    for trial in range(trials):
+        while i < len(ordered) and ordered[i]["trial_number"] <= trial:
+            seen.append(ordered[i])
+            i += 1
+        history.append(_front_volume(seen, objectives, scale) if seen else 0.0)
     return history
+
+
+def bands(curves: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """``(median, q1, q3)`` after each trial over ``curves`` (one per run), each point over
+    the runs that reached that trial."""
+    length = max((len(c) for c in curves), default=0)
+    median, low, high = [], [], []
+    for i in range(length):
+        q1, q2, q3 = quartiles([c[i] for c in curves if len(c) > i])
+        median.append(q2)
+        low.append(q1)
+        high.append(q3)
+    return median, low, high
 
 
 def _volume(points: list[list[float]], ref: list[float]) -> float:

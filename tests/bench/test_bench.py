@@ -16,7 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from se_search.bench import forms, latency, training
-from se_search.cli import FORM_NAMES, REFERENCE_NAMES, app
+from se_search.cli import app
+from se_search.cli.bench import FORM_NAMES, REFERENCE_NAMES
 from se_search.errors import SESearchError
 
 CPU = torch.device("cpu")

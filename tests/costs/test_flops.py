@@ -9,6 +9,7 @@ from torchvision.models import get_model
 from se_search.costs.flops import count_flops, count_params
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
+from se_search.models.blocks import GATES, SQUEEZES
 from se_search.models.surgery import insert_se
 
 RESNET = get_backbone("resnet50")
@@ -79,6 +80,38 @@ def test_se_flops_count_pooling_gate_and_scale(
     assert 0.002 < added / base < 0.005  # paper: 3.86 -> 3.87 GFLOPs (+0.26%)
 
 
+# Paper Table 16 (Section 7.1, "Effect of Squeeze"): ResNet-50 / NoSqueeze / SE at 3.86 / 4.27 /
+# 3.87 GFLOPs and 25.6 / 28.1 / 28.1 M parameters.
+PAPER_GFLOPS = {"none": 3.86, "standard:16:none": 4.27, "standard:16": 3.87}
+
+
+def test_nosqueeze_flops_are_a_per_pixel_mlp_as_in_the_papers_table_16(
+    resnet50: torch.nn.Module, sites: list[str]
+) -> None:
+    base = count_flops(resnet50, image_size=224)
+    nosqueeze = _with(resnet50, sites, "standard:16:none")
+    added = count_flops(nosqueeze, image_size=224) - base
+    convs = sum(2 * c * (c // 16) * s * s for c, s in zip(WIDTHS, SIDES))  # 2·C·h per pixel
+    gate = scale = sum(c * s * s for c, s in zip(WIDTHS, SIDES))  # per pixel, no pooling
+    assert convs == 16 * 25_690_112 == 411_041_792  # every block: 2·C²/16·H·W, the same
+    assert added == convs + gate + scale == 422_080_512
+    # The paper adds 0.41 G (3.86 -> 4.27): the convs alone, as its 3.87 for SE is the FCs
+    # and pooling without the gate and scale; its 3.86 base rounded to 2 digits as printed.
+    paper = PAPER_GFLOPS["standard:16:none"] - PAPER_GFLOPS["none"]
+    assert abs(convs / 1e9 - paper) < 0.005
+    assert round(PAPER_GFLOPS["none"] + convs / 1e9, 2) == PAPER_GFLOPS["standard:16:none"]
+    # the squeeze and the gate change no parameter: 28.088 M (the paper: 28.1 M for both)
+    standard = _with(resnet50, sites, "standard:16")
+    assert count_params(nosqueeze) == count_params(standard) == 28_088_024
+    # and every gate costs the same, as the README's table of the ablations says
+    flops = count_flops(standard, image_size=224)
+    assert base == 4_133_742_592 and flops == 4_147_311_360
+    for gate in GATES:
+        assert (
+            count_flops(_with(resnet50, sites, f"standard:16:avg:{gate}"), image_size=224) == flops
+        )
+
+
 def test_pre_variant_squeezes_the_narrower_input(
     resnet50: torch.nn.Module, sites: list[str]
 ) -> None:
@@ -120,10 +153,12 @@ def test_cost_table_equals_profiling_the_built_model(model: str, image_size: int
         SEChoice(v, r, sq, g)
         for v in ("none", "standard", "pre", "post", "identity")
         for r in (2, 16)
-        for sq in ("avg", "max")
-        for g in ("sigmoid", "hardsigmoid")
+        for sq in SQUEEZES
+        for g in GATES
     ]
     archs = [Architecture(), Architecture.uniform(sites, "pre:2")]
+    # NoSqueeze (a per-pixel MLP) at every site, in both variants' widths, and the new gates
+    archs += [Architecture.uniform(sites, c) for c in ("pre:4:none:relu", "identity:16:none:tanh")]
     archs += [Architecture({s: rng.choice(choices) for s in sites}) for _ in range(3)]
     for arch in archs:
         net = insert_se(base, arch, backbone=model)

@@ -22,7 +22,7 @@ from se_search.costs.lut import BASE_CHOICE, BASE_SITE, Conditions, LatencyLUT
 from se_search.engines.local import LocalEngine
 from se_search.errors import ArchitectureError
 from se_search.events import LatencyChecked, LatencyTableReady, TrialStarted
-from se_search.models.arch import Architecture
+from se_search.models.arch import Architecture, SEChoice
 from se_search.outputs.report import build_report
 from se_search.space import SearchSpace, load_space
 from se_search.storage.store import ResultsStore
@@ -186,6 +186,39 @@ def test_another_device_does_not_reuse_rows(
     lut.predict(Architecture())
     assert counts == {"base": 1}
     assert len(stored_rows(url)) == len(filled.deltas()) + 1
+
+
+def test_the_papers_ablations_get_entries_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every squeeze (NoSqueeze included) and gate of the space has its own delta, measured
+    on the block that the choice builds, and a prediction uses it."""
+    url = f"sqlite:///{tmp_path / 'ablations.db'}"
+    space = small_space(
+        url,
+        sites=["layer2.1"],
+        **{
+            "choices.variant": ["none", "standard"],
+            "choices.reduction": [4],
+            "choices.squeeze": ["avg", "none"],
+            "choices.gate": ["sigmoid", "tanh", "relu"],
+        },
+    )
+    monkeypatch.setattr(lut_module, "BASE_RUNS", 1)
+    counts = count_measurements(monkeypatch)
+    lut = LatencyLUT(space=space)
+    assert lut.fill() == 1 + 2 * 3
+    choices = {c for site, c in lut.deltas() if site == "layer2.1"}
+    assert choices == {
+        str(SEChoice("standard", 4, sq, g))  # standard:4 for avg and sigmoid, the defaults
+        for sq in ("avg", "none")
+        for g in ("sigmoid", "tanh", "relu")
+    }
+    assert counts == {"base": 1, "entries": 6}
+    deltas = lut.deltas()
+    arch = Architecture({"layer2.1": "standard:4:none:relu"})
+    expected = deltas[BASE] + deltas["layer2.1", "standard:4:none:relu"]
+    assert lut.predict(arch).median_ms == pytest.approx(expected, abs=1e-9)
 
 
 def test_an_architecture_outside_the_space_is_refused(filled: Filled) -> None:

@@ -3,11 +3,10 @@ thread pin restored."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from se_search.costs.timing import interleaved, iqr, quartiles, synchronizer, torch_threads
+from se_search.costs.timing import interleaved, synchronizer, torch_threads
 
 CPU = torch.device("cpu")
 
@@ -32,13 +31,6 @@ def test_each_runner_is_timed_alone() -> None:
     slow = {"fast": lambda: None, "slow": lambda: time.sleep(0.01)}
     times = interleaved(slow, device=CPU, rounds=4)
     assert min(times["slow"]) >= 9.0 > max(times["fast"])
-
-
-def test_quartiles_are_numpys_linear_interpolation() -> None:
-    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
-    expected = np.percentile(values, [25, 50, 75])
-    assert quartiles(values) == pytest.approx(tuple(expected))
-    assert iqr(values) == pytest.approx(expected[2] - expected[0])
 
 
 def test_thread_pin_is_restored_even_on_error() -> None:

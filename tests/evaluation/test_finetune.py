@@ -121,7 +121,11 @@ def _se_blocks(model: nn.Module) -> list[SqueezeExcite]:
     return [m for m in model.modules() if isinstance(m, SqueezeExcite)]
 
 
-@pytest.mark.parametrize("gate", ["sigmoid", "hardsigmoid"])
+#: The gates that can start as the identity, and NoSqueeze (a scale per pixel) with one.
+IDENTITY_BLOCKS = [("avg", "sigmoid"), ("avg", "hardsigmoid"), ("none", "sigmoid")]
+
+
+@pytest.mark.parametrize(("squeeze", "gate"), IDENTITY_BLOCKS)
 @pytest.mark.parametrize(
     ("model", "variant"), [(m, v) for m, variants in ADDING.items() for v in variants]
 )
@@ -131,6 +135,7 @@ def test_inserted_blocks_keep_the_pretrained_function(
     images: torch.Tensor,
     model: str,
     variant: str,
+    squeeze: str,
     gate: str,
 ) -> None:
     space = _space(tmp_path, model, checkpoints[model])
@@ -138,7 +143,10 @@ def test_inserted_blocks_keep_the_pretrained_function(
     assert plain.std(dim=0).min() > 1e-3  # every logit depends on the image
     # A block at every site, ratios 4 and 16 alternating: one build checks both.
     arch = Architecture(
-        {site: f"{variant}:{(4, 16)[i % 2]}:avg:{gate}" for i, site in enumerate(space.site_names)}
+        {
+            site: f"{variant}:{(4, 16)[i % 2]}:{squeeze}:{gate}"
+            for i, site in enumerate(space.site_names)
+        }
     )
     candidate = build_model(space, arch)
     blocks = _se_blocks(candidate)
@@ -172,6 +180,9 @@ def test_gain_is_checked_and_identity_needs_it() -> None:
         SqueezeExcite(8, reduction=2, gain=0.0)
     with pytest.raises(ValueError, match=r"build it with gain=2\.0"):
         SqueezeExcite(8, reduction=2).start_as_identity()
+    for gate in ("tanh", "relu"):  # 0 at 0: no gain makes them the identity
+        with pytest.raises(ValueError, match="would zero the map whatever its gain"):
+            SqueezeExcite(8, reduction=2, gate=gate, gain=IDENTITY_GAIN).start_as_identity()
 
 
 def test_a_state_dict_sets_the_gain_it_was_saved_with() -> None:
@@ -221,7 +232,7 @@ def test_finetuning_trains_the_blocks_from_the_pretrained_start(finetuned: Finet
         assert block.fc2.weight.abs().max() > 0  # moved away from the zero start
 
 
-@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript", "pt2", "safetensors"])
 def test_export_and_load_reproduce_the_finetuned_logits(
     tmp_path: Path, finetuned: Finetuned, fmt: str
 ) -> None:
@@ -237,8 +248,14 @@ def test_export_and_load_reproduce_the_finetuned_logits(
         format=fmt,
         path=tmp_path / f"model.{fmt}",
     )
-    loaded = load_model(path)
-    assert torch.allclose(_logits(loaded, x), _logits(model, x), atol=1e-5)
+    loaded = load_model(path)  # in eval mode already (a pt2 module refuses eval())
+    with torch.no_grad():
+        got = loaded(x)
+    assert torch.allclose(got, _logits(model, x), atol=1e-5)
+    if fmt in ("state_dict", "safetensors"):  # rebuilt from the metadata: the gains came back
+        blocks = _se_blocks(loaded)
+        assert len(blocks) == len(RUN_ARCH)
+        assert all(b.gain == IDENTITY_GAIN for b in blocks)
 
 
 def test_a_checkpoint_rebuilt_from_its_architecture_keeps_the_gain(finetuned: Finetuned) -> None:

@@ -17,6 +17,7 @@ from se_search.evaluation.oneshot import recalibrate_bn
 from se_search.evaluation.supernet import SlimmableSE, Supernet
 from se_search.events import SupernetEpoch, SupernetReady
 from se_search.models.arch import Architecture
+from se_search.models.blocks import GATES, SQUEEZES
 from se_search.models.surgery import build_backbone
 from se_search.space import SearchSpace, load_space
 from se_search.space.sampling import largest, random_architecture, smallest
@@ -36,8 +37,8 @@ def _space(model: str, tmp_path: Path | None = None, **overrides: Any) -> Search
     settings = {
         "backbone.model": model,
         "choices.reduction": [4, 8],
-        "choices.gate": ["sigmoid", "hardsigmoid"],
-        "choices.squeeze": ["avg", "max"],
+        "choices.gate": list(GATES),  # every gate and squeeze, NoSqueeze included
+        "choices.squeeze": list(SQUEEZES),
         "data.image_size": 32,
         **SPACES.get(model, {}),
         **overrides,
@@ -79,6 +80,31 @@ def test_a_candidate_computes_what_the_supernet_computes_for_it(model: str) -> N
             expected = supernet(x)
             got = supernet.extract(arch).eval()(x)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=arch.summary)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small"])
+def test_every_squeeze_and_gate_runs_on_the_shared_weights(model: str) -> None:
+    """The slimmable block switches to each squeeze (NoSqueeze's per-pixel convs on the sliced
+    weights too) and gate, and computes what the stand-alone block does with its slice."""
+    space = _space(model)
+    supernet = _perturbed(Supernet(space))
+    names = space.site_names
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    for squeeze in SQUEEZES:
+        for gate in GATES:
+            arch = Architecture({n: f"standard:{(4, 8)[i % 2]}:{squeeze}:{gate}"
+                                 for i, n in enumerate(names)})  # fmt: skip
+            supernet.activate(arch)
+            block = supernet.sites[names[0]].options["standard"]
+            se = next(m for m in block.modules() if isinstance(m, SlimmableSE))
+            assert se.squeeze.mode == squeeze and type(se.gate) is GATES[gate]
+            with torch.no_grad():
+                expected = supernet(x)
+                got = supernet.extract(arch).eval()(x)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=str(arch))
+            outputs.append(expected)
+    assert all(not torch.equal(outputs[0], other) for other in outputs[1:])  # each one acts
 
 
 def test_a_candidate_holds_exactly_the_supernets_sliced_weights() -> None:

@@ -15,7 +15,16 @@ SITES = [f"layer{i}.{j}" for i, n in zip(range(1, 5), (3, 4, 6, 3)) for j in ran
 
 @pytest.mark.parametrize(
     "text",
-    ["standard:16", "pre:8", "post:2", "identity:32", "pre:8:max:hardsigmoid", "none"],
+    [
+        "standard:16",
+        "pre:8",
+        "post:2",
+        "identity:32",
+        "pre:8:max:hardsigmoid",
+        "standard:16:none:tanh",
+        "identity:4:none:relu",
+        "none",
+    ],
 )
 def test_compact_text_round_trips(text: str) -> None:
     assert str(SEChoice.parse(text)) == text
@@ -38,7 +47,8 @@ def test_none_carries_nothing_and_is_dropped() -> None:
         ("standard:0", "positive integer reduction"),
         ("standard:x", "not an integer"),
         ("standard:16:median", "unknown squeeze"),
-        ("standard:16:avg:tanh", "unknown gate"),
+        ("standard:16:avg:swish", "unknown gate 'swish'; choose one of sigmoid, hardsigmoid"),
+        ("standard:16:mean", "unknown squeeze 'mean'; choose one of avg, max, none"),
         ("a:1:2:3:4", "VARIANT[:R"),
         ({"variant": "pre", "ratio": 4}, "may have 'reduction'"),
     ],

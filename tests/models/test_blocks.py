@@ -50,8 +50,10 @@ def test_max_squeeze_and_hardsigmoid_gate() -> None:
 def test_unknown_squeeze_or_gate_names_the_choices() -> None:
     with pytest.raises(ValueError, match="avg"):
         Squeeze("median")
-    with pytest.raises(ValueError, match="sigmoid"):
-        SqueezeExcite(16, gate="tanh")
+    with pytest.raises(ValueError, match="hardsigmoid.*relu.*sigmoid.*tanh"):
+        SqueezeExcite(16, gate="swish")
+    with pytest.raises(ValueError, match="avg.*max.*none"):
+        SqueezeExcite(16, squeeze="median")
 
 
 def test_steps_are_leaf_modules_for_the_cost_model() -> None:
@@ -75,7 +77,9 @@ RESIDUAL = ("standard", "pre", "post", "identity")
 FUSED_BLOCKS = {"bottleneck": ("resnet50", "layer2.0"), "basic": ("resnet18", "layer1.1")}
 
 
-def _se_block(case: str, variant: str, *, gate: str = "sigmoid", gain: float = 1.0) -> nn.Module:
+def _se_block(
+    case: str, variant: str, *, squeeze: str = "avg", gate: str = "sigmoid", gain: float = 1.0
+) -> nn.Module:
     from torchvision.models import get_model
 
     from se_search.models.backbones import get_backbone
@@ -92,7 +96,7 @@ def _se_block(case: str, variant: str, *, gate: str = "sigmoid", gain: float = 1
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
-    se = SqueezeExcite(site.channels(variant), reduction=4, gate=gate, gain=gain)
+    se = SqueezeExcite(site.channels(variant), reduction=4, squeeze=squeeze, gate=gate, gain=gain)
     nn.init.normal_(se.fc2.bias)
     return family.wrap(block, se, variant)
 
@@ -104,13 +108,35 @@ def _both(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return fused, block(x)
 
 
+#: (squeeze, gate, gain): every squeeze and every gate at least once, NoSqueeze (a scale per
+#: pixel, [N, C, H, W], where the fused joins were written for [N, C, 1, 1]) with each gate.
+BLOCK_KINDS = [
+    ("avg", "sigmoid", 1.0),
+    ("avg", "hardsigmoid", 2.0),
+    ("max", "tanh", 1.0),
+    ("avg", "relu", 1.0),
+    ("none", "sigmoid", 2.0),
+    ("none", "hardsigmoid", 1.0),
+    ("none", "tanh", 1.0),
+    ("none", "relu", 1.0),
+]
+
+
+def test_block_kinds_cover_every_squeeze_and_gate() -> None:
+    from se_search.models.blocks import GATES, SQUEEZES
+
+    assert {k[0] for k in BLOCK_KINDS} == set(SQUEEZES)
+    assert {k[1] for k in BLOCK_KINDS} == set(GATES)
+    assert {k[1] for k in BLOCK_KINDS if k[0] == "none"} == set(GATES)
+
+
 @pytest.mark.parametrize("case", FUSED_BLOCKS)
 @pytest.mark.parametrize("variant", RESIDUAL)
-@pytest.mark.parametrize(("gate", "gain"), [("sigmoid", 1.0), ("hardsigmoid", 2.0)])
+@pytest.mark.parametrize(("squeeze", "gate", "gain"), BLOCK_KINDS)
 def test_fused_forward_matches_the_reference_in_inference(
-    case: str, variant: str, gate: str, gain: float
+    case: str, variant: str, squeeze: str, gate: str, gain: float
 ) -> None:
-    block = _se_block(case, variant, gate=gate, gain=gain).eval()
+    block = _se_block(case, variant, squeeze=squeeze, gate=gate, gain=gain).eval()
     x = torch.randn(2, block.conv1.in_channels, 12, 12)
     kept = x.clone()
     with torch.inference_mode():
@@ -125,10 +151,11 @@ def test_fused_forward_matches_the_reference_in_inference(
 
 @pytest.mark.parametrize("case", FUSED_BLOCKS)
 @pytest.mark.parametrize("variant", RESIDUAL)
+@pytest.mark.parametrize(("squeeze", "gate"), [("avg", "sigmoid"), ("none", "tanh")])
 def test_fused_forward_matches_the_reference_in_training_with_its_gradients(
-    case: str, variant: str
+    case: str, variant: str, squeeze: str, gate: str
 ) -> None:
-    block = _se_block(case, variant).train()
+    block = _se_block(case, variant, squeeze=squeeze, gate=gate).train()
     x = torch.randn(4, block.conv1.in_channels, 8, 8)
     results = []
     for fused in (True, False):
@@ -159,7 +186,8 @@ def test_fused_se_resnet50_matches_the_reference_and_keeps_channels_last() -> No
     plain = get_model("resnet50", num_classes=10)
     sites = [s.name for s in get_backbone("resnet50").list_sites(plain)]
     choices = ["standard:16", "pre:8", "post:4", "identity:16"]
-    arch = Architecture({name: choices[i % 4] for i, name in enumerate(sites)})
+    choices += ["standard:16:none:tanh", "post:8:none:relu", "identity:4:none", "pre:4:max:relu"]
+    arch = Architecture({name: choices[i % len(choices)] for i, name in enumerate(sites)})
     model = insert_se(plain, arch, backbone="resnet50").eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
@@ -177,22 +205,52 @@ def test_fused_se_resnet50_matches_the_reference_and_keeps_channels_last() -> No
     assert block_out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_pointwise_conv_is_a_1x1_convolution_of_a_squeezed_map_and_refuses_others() -> None:
+def test_pointwise_conv_is_a_1x1_convolution_of_a_squeezed_or_a_full_map() -> None:
     from se_search.models.blocks import PointwiseConv
 
     conv = PointwiseConv(6, 3)
-    x = torch.randn(4, 6, 1, 1)
-    torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias))
     assert set(conv.state_dict()) == {"weight", "bias"} and conv.weight.shape == (3, 6, 1, 1)
+    squeezed = torch.randn(4, 6, 1, 1)
+    torch.testing.assert_close(
+        conv(squeezed), nn.functional.conv2d(squeezed, conv.weight, conv.bias)
+    )
+    full = torch.randn(2, 6, 5, 7)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        conv(torch.randn(2, 6, 5, 7))
+        conv(full)  # a squeezed map's conv refuses a full one: a squeeze left out fails loudly
+    conv.per_pixel = True  # NoSqueeze's: any map, a squeezed one too
+    for x in (squeezed, full, full.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias))
+
+
+def test_the_squeeze_sets_where_the_excitation_runs() -> None:
+    se = SqueezeExcite(16, reduction=4, squeeze="none")
+    assert se.fc1.per_pixel and se.fc2.per_pixel
+    se.set_squeeze("max")
+    assert se.squeeze.mode == "max" and not se.fc1.per_pixel and not se.fc2.per_pixel
+    assert list(dict(se.named_children())) == ["squeeze", "fc1", "act", "fc2", "gate", "scale"]
+
+
+def test_tracing_a_block_raises_no_warning_of_ours() -> None:
+    """torch.jit.trace (the torchscript export) warns at a branch on a traced size."""
+    import warnings
+
+    for squeeze in ("avg", "none"):
+        se = SqueezeExcite(16, reduction=4, squeeze=squeeze).eval()
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            torch.jit.trace(se, torch.randn(2, 16, 4, 4))
+        assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", RESIDUAL)
-def test_fused_forward_matches_the_reference_on_cuda_channels_last_and_bf16(variant: str) -> None:
-    block = _se_block("bottleneck", variant).eval().cuda().to(memory_format=torch.channels_last)
+@pytest.mark.parametrize(("squeeze", "gate"), [("avg", "sigmoid"), ("none", "tanh")])
+def test_fused_forward_matches_the_reference_on_cuda_channels_last_and_bf16(
+    variant: str, squeeze: str, gate: str
+) -> None:
+    block = _se_block("bottleneck", variant, squeeze=squeeze, gate=gate)
+    block = block.eval().cuda().to(memory_format=torch.channels_last)
     x = torch.randn(4, block.conv1.in_channels, 14, 14, device="cuda")
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -90,3 +90,26 @@ def test_report_renders_offline_with_no_console_errors(
     front = ResultsStore(searched.storage).front("e2e")
     expected = site_heatmap(front, [s.name for s in searched.all_sites], searched.choices.variant)
     assert heat["z"] == expected["z"] and heat["y"] == expected["sites"]
+
+
+def test_comparison_draws_a_curve_and_a_band_per_group(
+    browser: Any, compared: str, tmp_path: Path
+) -> None:
+    from se_search.outputs.compare import write_comparison
+
+    studies = ["nsga2-seed0", "nsga2-seed1", "random-seed0", "random-seed1"]
+    path = write_comparison(compared, studies, tmp_path / "compare.html")
+    open_and_wait(browser, path.as_uri(), f"{PLOTS}.length === 4 && {PLOTS}.every(p => p.data)")
+    curve = browser.execute_script(
+        "const p = document.getElementById('figure-0');"
+        "return {names: p.data.map(t => t.name), fills: p.data.map(t => t.fill || null),"
+        " x: p.layout.xaxis.title.text, y: p.layout.yaxis.title.text}"
+    )
+    assert _errors(browser) == []
+    assert {u for u in _requests(browser) if not u.startswith(("file:", "data:"))} == set()
+    for group in ("nsga2", "random"):
+        assert [n for n in curve["names"] if n.startswith(f"{group} median")] != []
+        assert len([n for n in curve["names"] if n.startswith(group)]) == 2
+        band = curve["names"].index(f"{group} IQR")
+        assert curve["fills"][band] == "toself"
+    assert curve["x"] == "trials" and curve["y"].startswith("hypervolume")

@@ -118,3 +118,29 @@ def test_the_report_marks_verified_accuracies_and_the_verified_front(oneshot_stu
     for number, _, cells in rows:
         assert f"<td>{stand_alone[int(number)]:.4f}" in cells  # then ± its standard error
     assert f"Kendall tau {report.kendall_tau:.3f}" in html
+
+
+def test_verify_at_a_higher_budget_under_seeds_ranks_with_an_interval(
+    oneshot_study: str,
+) -> None:
+    from se_search.outputs.verify import agreement_line, reference_lines
+
+    report = verify(oneshot_study, "e2e", top=3, epochs=2, seeds=2)
+    store = ResultsStore(oneshot_study)
+    seeds = store.seed_results("e2e", verified=True)
+    refs = set(report.references)
+    assert refs == {"none", "standard:16"}  # they land somewhere, always verified
+    for row in report.rows:
+        own = [r for r in seeds[row["trial_number"]] if r["epochs"] == 2]
+        is_ref = any(ref["trial"] == row["trial_number"] for ref in report.references.values())
+        assert [r["seed"] for r in own] == ([0, 1, 2] if is_ref else [0, 1])  # 3 noise seeds
+        assert row["epochs"] == 2
+        assert row["accuracy"] == pytest.approx(sum(r["accuracy"] for r in own) / len(own))
+        assert row["accuracy_se"] is not None
+    assert report.sigma is not None
+    low, high = report.kendall_ci
+    assert len(report.rows) >= 3 and (low != low or low <= report.kendall_tau <= high)
+    assert "Kendall tau" in agreement_line(report)
+    assert [line.split()[1] for line in reference_lines(report)] == list(report.references)
+    again = verify(oneshot_study, "e2e", top=3, epochs=2, seeds=2)
+    assert again.trained == []  # resumable at this budget

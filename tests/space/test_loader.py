@@ -54,6 +54,24 @@ def test_size_counts_each_sites_choices(write_space: WriteSpace) -> None:
     assert one.size == 1 + 2 * 2 * 2  # none, or two variants x two ratios x two gates
 
 
+def test_the_papers_ablations_are_choices(write_space: WriteSpace) -> None:
+    """tanh and relu gates (Table 12) and NoSqueeze (Table 16), in a train space; under
+    finetune, NoSqueeze with a gate that starts as the identity."""
+    text = (
+        "backbone: {model: resnet18%s}\nsites: [layer1.0]\n"
+        "choices: {variant: [none, standard], reduction: [4], squeeze: [avg, max, none], "
+        "gate: %s}\nevaluation: {strategy: %s}\n"
+    )
+    space = load_space(write_space(text % ("", "[sigmoid, hardsigmoid, tanh, relu]", "train")))
+    assert space.choices.squeeze == ["avg", "max", "none"]
+    assert space.choices.gate == ["sigmoid", "hardsigmoid", "tanh", "relu"]
+    assert space.size == 1 + 3 * 4
+    tuned = load_space(
+        write_space(text % (", weights: IMAGENET1K_V1", "[sigmoid, hardsigmoid]", "finetune"))
+    )
+    assert tuned.choices.squeeze == ["avg", "max", "none"]
+
+
 def test_a_variant_no_site_takes_is_refused_with_the_sites_choices(
     write_space: WriteSpace,
 ) -> None:
@@ -172,6 +190,28 @@ INVALID = {
         "backbone: {model: resnet18}\nobjectives:\n  accuracy: up\n",
         "space.yaml:3: objectives.accuracy: direction 'up' is neither 'min' nor 'max'",
         "use min or max",
+    ),
+    "unknown gate": (
+        "backbone: {model: resnet18}\nchoices:\n  gate: [sigmoid, swish]\n",
+        "space.yaml:3: choices.gate[1]: unknown gate 'swish'",
+        "use one of sigmoid, hardsigmoid, tanh, relu",
+    ),
+    "unknown squeeze": (
+        "backbone: {model: resnet18}\nchoices:\n  squeeze: [mean]\n",
+        "space.yaml:3: choices.squeeze[0]: unknown squeeze 'mean'",
+        "use one of avg, max, none",
+    ),
+    "tanh gate under finetune": (
+        "backbone: {model: resnet18, weights: IMAGENET1K_V1}\nchoices:\n"
+        "  gate: [sigmoid, tanh, relu]\nevaluation: {strategy: finetune}\n",
+        "space.yaml:3: choices.gate[1]: gate 'tanh' cannot start as the identity",
+        "tanh(0) = 0, so a new block would zero the map it scales",
+    ),
+    "relu gate under finetune": (
+        "backbone: {model: resnet18, weights: IMAGENET1K_V1}\nchoices:\n"
+        "  gate: [sigmoid, tanh, relu]\nevaluation: {strategy: finetune}\n",
+        "choices.gate[2]: gate 'relu' cannot start as the identity",
+        "use gate sigmoid or hardsigmoid under finetune, or strategy 'train'",
     ),
     "duplicate variant": (
         "backbone: {model: resnet18}\nchoices: {variant: [pre, pre]}\n",

@@ -89,6 +89,12 @@ def test_front_and_show_give_what_0_1_0_printed(old_db: str) -> None:
     assert {k: shown[k] for k in then_shown} == then_shown
     table = _cli("show", "3", "--study", STUDY, "--storage", old_db)
     assert "complete (on the front)" in table and "stage4.1" in table
+    # rounded as the front table rounds them; --json keeps every digit
+    lines = dict(line.split(None, 1) for line in table.splitlines() if line[:1].isalpha())
+    assert lines["latency_ms"] == f"{then_shown['latency_ms']:.3f}"
+    assert lines["params"] == f"{then_shown['params'] / 1e6:.3f} M"
+    assert lines["accuracy"] == f"{then_shown['accuracy']:.4f}"
+    assert len(str(shown["latency_ms"])) > 8
 
 
 def test_states_read_back_as_the_enum(old_db: str) -> None:

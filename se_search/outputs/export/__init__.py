@@ -3,8 +3,11 @@
 One registry of formats (:data:`EXPORT_FORMATS`), one module per format; adding one is one
 :class:`~se_search.outputs.export.base.Exporter`: ``state_dict``
 (:mod:`~se_search.outputs.export.state_dict`), ``torchscript``
-(:mod:`~se_search.outputs.export.torchscript`) and ``onnx``
-(:mod:`~se_search.outputs.export.onnx`).
+(:mod:`~se_search.outputs.export.torchscript`), ``pt2``, a ``torch.export`` program
+(:mod:`~se_search.outputs.export.pt2`), ``safetensors``
+(:mod:`~se_search.outputs.export.safetensors_format`) and ``onnx``
+(:mod:`~se_search.outputs.export.onnx`). PyTorch points new work to ``torch.export``
+(``pt2``); TorchScript stays for the runtimes that still take it.
 
 Every file carries one JSON metadata dict (:func:`read_metadata`): the format version, the
 se-search version, the backbone, ``num_classes``, ``image_size``, the architecture and its
@@ -28,6 +31,8 @@ from se_search.errors import SESearchError
 from se_search.models.arch import Architecture
 from se_search.outputs.export.base import FORMAT_VERSION, Exporter, rebuild
 from se_search.outputs.export.onnx import ONNX
+from se_search.outputs.export.pt2 import PT2
+from se_search.outputs.export.safetensors_format import SAFETENSORS
 from se_search.outputs.export.state_dict import STATE_DICT
 from se_search.outputs.export.torchscript import TORCHSCRIPT
 from se_search.storage.results import Results
@@ -42,8 +47,15 @@ __all__ = [
     "read_metadata",
 ]
 
-#: Every export format by name. Detection tries them in this order.
-EXPORT_FORMATS: dict[str, Exporter] = {e.name: e for e in (STATE_DICT, TORCHSCRIPT, ONNX)}
+#: Every export format by name. Detection tries them in this order, which matters once: the
+#: zips are told apart by their entries (torch.save's ``<root>/data.pkl``; TorchScript's
+#: ``code/`` and ``constants.pkl`` beside it; a pt2 archive's ``<root>/archive_format``
+#: and no ``data.pkl``), and a safetensors file by its 8-byte header length and ``{``, but
+#: ONNX's test is one first byte (0x08), which a safetensors header length can share: ONNX
+#: goes last.
+EXPORT_FORMATS: dict[str, Exporter] = {
+    e.name: e for e in (STATE_DICT, TORCHSCRIPT, PT2, SAFETENSORS, ONNX)
+}
 
 _RESERVED = (
     "format_version",
@@ -100,13 +112,18 @@ def export_model(
 def load_model(path: str | Path, *, map_location: str = "cpu") -> nn.Module:
     """The model in an exported file, in eval mode on ``map_location``.
 
-    A ``state_dict`` file gives the rebuilt ``nn.Module``, a ``torchscript`` file a
-    ``torch.jit.ScriptModule``; an ``onnx`` file is refused (run it with onnxruntime).
+    A ``state_dict`` or ``safetensors`` file gives the rebuilt ``nn.Module``, a
+    ``torchscript`` file a ``torch.jit.ScriptModule``, a ``pt2`` file the
+    ``torch.export.load(path).module()`` graph module (moved to ``map_location`` with
+    ``torch.export.passes.move_to_device_pass``; the eval-mode program for good, whose
+    ``train()``/``eval()`` raise); an ``onnx`` file is refused (run it with onnxruntime).
     """
     path = Path(path)
     exporter = _detect(path)
     meta = _checked_metadata(path, exporter)
-    return exporter.load(path, meta, map_location).eval()
+    model = exporter.load(path, meta, map_location)
+    # A pt2 module is already the eval-mode program and refuses eval() (see pt2.py).
+    return model.eval() if model.training else model
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -197,7 +214,7 @@ def _detect(path: Path) -> Exporter:
     raise SESearchError(
         f"{path} is not an se-search export; expected a file written by export_model "
         f"(formats {', '.join(EXPORT_FORMATS)}: a torch.save checkpoint, a TorchScript "
-        "archive or an ONNX model)"
+        "archive, a torch.export archive, a safetensors file or an ONNX model)"
     )
 
 

@@ -17,7 +17,7 @@ from se_search.outputs.export.base import METADATA_KEY, Exporter, require
 __all__ = ["ONNX"]
 
 # The torch.export-based ("dynamo") exporter is used: it is torch's default since 2.9 and
-# exports these ResNets (every SE variant, max/avg squeeze, both gates) exactly, while the
+# exports these ResNets (every SE variant, squeeze and gate) exactly, while the
 # TorchScript-based one (dynamo=False) warns that it is deprecated and will be removed. It
 # needs onnxscript; the batch axis is made dynamic with torch.export's dynamic_shapes.
 

@@ -6,6 +6,13 @@ import random
 
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site
+from se_search.models.blocks import GATES, SQUEEZES
+
+#: Every squeeze and every gate, as a random block draws them.
+SQUEEZE_NAMES, GATE_NAMES = list(SQUEEZES), list(GATES)
+#: Uniform choices for the cost-table tests: NoSqueeze (a per-pixel MLP, 2·C·h per position)
+#: with the tanh and relu gates at every site.
+NOSQUEEZE = ("standard:4:none:tanh", "standard:16:none:relu")
 
 
 def random_arch(sites: list[Site], rng: random.Random) -> Architecture:
@@ -14,6 +21,6 @@ def random_arch(sites: list[Site], rng: random.Random) -> Architecture:
     for site in sites:
         variant = rng.choice(site.variants)
         if variant != "none":
-            squeeze, gate = rng.choice(["avg", "max"]), rng.choice(["sigmoid", "hardsigmoid"])
+            squeeze, gate = rng.choice(SQUEEZE_NAMES), rng.choice(GATE_NAMES)
             choices[site.name] = SEChoice(variant, rng.choice([2, 4, 16]), squeeze, gate)
     return Architecture(choices)

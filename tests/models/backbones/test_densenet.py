@@ -23,6 +23,7 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.space import load_space
 from se_search.space.build import build_model
+from tests.models.backbones.archs import GATE_NAMES, NOSQUEEZE, SQUEEZE_NAMES
 
 DENSENET = get_backbone("densenet121")
 BLOCKS = [f"features.denseblock{i}" for i in range(1, 5)]
@@ -251,11 +252,12 @@ def test_cost_table_equals_profiling_the_built_model(
     choices = [SEChoice("none")] + [
         SEChoice("standard", r, sq, g)
         for r in (2, 16, 256)
-        for sq in ("avg", "max")
-        for g in ("sigmoid", "hardsigmoid")
+        for sq in SQUEEZE_NAMES
+        for g in GATE_NAMES
     ]
-    for _ in range(3):
-        arch = Architecture({s: rng.choice(choices) for s in BLOCKS})
+    archs = [Architecture.uniform(BLOCKS, c) for c in NOSQUEEZE]
+    archs += [Architecture({s: rng.choice(choices) for s in BLOCKS}) for _ in range(3)]
+    for arch in archs:
         net = insert_se(densenet121, arch, backbone="densenet121")
         assert table.costs(arch) == (count_params(net), count_flops(net, image_size=32))
 

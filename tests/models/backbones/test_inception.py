@@ -31,6 +31,7 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.space import load_space
 from se_search.space.build import build_model
+from tests.models.backbones.archs import GATE_NAMES, NOSQUEEZE, SQUEEZE_NAMES
 
 GOOGLENET = get_backbone("googlenet")
 INCEPTION_V3 = get_backbone("inception_v3")
@@ -350,8 +351,8 @@ CHOICES = [
     SEChoice(v, r, sq, g)
     for v in ("none", "standard")
     for r in (2, 16)
-    for sq in ("avg", "max")
-    for g in ("sigmoid", "hardsigmoid")
+    for sq in SQUEEZE_NAMES
+    for g in GATE_NAMES
 ]
 
 
@@ -361,6 +362,7 @@ def _cost_table_is_exact(name: str, net: nn.Module, image_size: int) -> None:
     sites = [s.name for s in family.list_sites(net)]
     rng = random.Random(0)
     archs = [Architecture(), Architecture.uniform(sites, "standard:16")]
+    archs += [Architecture.uniform(sites, c) for c in NOSQUEEZE]
     archs += [Architecture({s: rng.choice(CHOICES) for s in sites}) for _ in range(3)]
     for arch in archs:
         out = insert_se(net, arch, backbone=name)

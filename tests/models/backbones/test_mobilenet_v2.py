@@ -232,6 +232,8 @@ def test_cost_table_equals_profiling_the_built_model(image_size: int) -> None:
     sites = FAMILY.list_sites(base)
     names = [s.name for s in sites]
     archs = [Architecture(), Architecture.uniform(names, "inner:8")]
+    nosqueeze = ("inner:8:none:tanh", "standard:4:none:relu")  # per-pixel MLPs, new gates
+    archs += [Architecture.uniform(names, c) for c in nosqueeze]
     archs += [random_arch(sites, random.Random(10 + i)) for i in range(3)]
     used = {c.variant for arch in archs for c in arch.values()}
     assert used == {"standard", "pre", "post", "identity", "inner"}

@@ -27,6 +27,7 @@ from se_search.models.surgery import insert_se
 from se_search.outputs.export import export_model, load_model
 from se_search.space import load_space
 from se_search.space.build import build_model
+from tests.models.backbones.archs import GATE_NAMES, NOSQUEEZE, SQUEEZE_NAMES
 
 # Sites per model: MobileNetV3's blocks with use_se; one per MBConv in EfficientNet (V2's
 # FusedMBConv stages have none); one per block in RegNetY (torchvision's depths).
@@ -105,7 +106,7 @@ def _random_arch(
     arch = {}
     for site, variant in zip(sites, variants):
         if variant == "standard":
-            squeeze, gate = rng.choice(["avg", "max"]), rng.choice(["sigmoid", "hardsigmoid"])
+            squeeze, gate = rng.choice(SQUEEZE_NAMES), rng.choice(GATE_NAMES)
             variant = f"standard:{rng.choice(reductions)}:{squeeze}:{gate}"
         arch[site] = variant
     return Architecture(arch)
@@ -442,6 +443,7 @@ def test_cost_table_is_exact(model: str) -> None:
         "none": Architecture(),
         "standard:4": Architecture.uniform(names, "standard:4"),
         "standard:16:max:hardsigmoid": Architecture.uniform(names, "standard:16:max:hardsigmoid"),
+        **{c: Architecture.uniform(names, c) for c in NOSQUEEZE},
         **{f"random{i}": _random_arch(names, seed=i, reductions=(4, 8, 16)) for i in range(2)},
     }
     costs = {}
@@ -491,9 +493,11 @@ def test_a_replaced_block_trains() -> None:
         assert fc1.weight.grad is not None and fc1.weight.grad.abs().sum() > 0
 
 
-def test_a_mixed_architecture_exports_and_loads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["state_dict", "pt2", "safetensors"])
+def test_a_mixed_architecture_exports_and_loads(tmp_path: Path, fmt: str) -> None:
     """A replaced block's weights (other shapes under torchvision's names) and the removed
-    blocks' missing keys survive the state_dict export, which rebuilds and loads strictly."""
+    blocks' missing keys survive the state_dict and safetensors exports, which rebuild and
+    load strictly; the pt2 program computes the same logits."""
     model = "mobilenet_v3_small"
     names = _site_names(model)
     arch = _random_arch(names, seed=2)
@@ -505,13 +509,19 @@ def test_a_mixed_architecture_exports_and_loads(tmp_path: Path) -> None:
         arch=arch,
         image_size=SIZE,
         metadata={},
-        format="state_dict",
-        path=tmp_path / "model.pt",
+        format=fmt,
+        path=tmp_path / f"model.{fmt}",
     )
-    loaded = load_model(path).eval()
-    x = torch.randn(2, 3, SIZE, SIZE)
+    loaded = load_model(path)  # in eval mode already (a pt2 module refuses eval())
+    assert not loaded.training
+    x = torch.randn(3, 3, SIZE, SIZE)  # exported at batch 2
     with torch.no_grad():
-        assert torch.equal(loaded(x), built(x))
+        got, want = loaded(x), built(x)
+    if fmt == "pt2":  # a traced graph: the same ops, up to float rounding
+        assert isinstance(loaded, torch.fx.GraphModule)
+        assert (got - want).abs().max().item() <= 1e-5
+        return
+    assert torch.equal(got, want)
     assert [type(loaded.get_submodule(n)) for n in names] == [
         type(built.get_submodule(n)) for n in names
     ]

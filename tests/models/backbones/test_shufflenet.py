@@ -207,6 +207,7 @@ def test_cost_table_equals_profiling_the_built_model() -> None:
     table = CostTable.build(base, family=FAMILY, image_size=image_size)
     sites = FAMILY.list_sites(base)
     archs = [Architecture(), Architecture.uniform(NAMES, "standard:8")]
+    archs += [Architecture.uniform(NAMES, c) for c in ("standard:4:none:tanh", "post:8:none:relu")]
     archs += [random_arch(sites, random.Random(10 + i)) for i in range(3)]
     assert {c.variant for arch in archs for c in arch.values()} == {
         "standard",

@@ -27,6 +27,7 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.models.variants import ResidualSE
 from se_search.space import load_space
+from tests.models.backbones.archs import GATE_NAMES, SQUEEZE_NAMES
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 needs_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm is an optional extra")
@@ -218,8 +219,8 @@ def _random_archs(sites: list[Any], n: int, seed: int = 0) -> list[Architecture]
                 choices[site.name] = SEChoice(
                     variant,
                     rng.choice((2, 16)),
-                    rng.choice(("avg", "max")),
-                    rng.choice(("sigmoid", "hardsigmoid")),
+                    rng.choice(SQUEEZE_NAMES),
+                    rng.choice(GATE_NAMES),
                 )
         archs.append(Architecture(choices))
     return archs
@@ -674,6 +675,7 @@ def test_cost_table_equals_profiling_the_built_model(kind: str) -> None:
     sites = family.list_sites(net)
     uniform = "pre:2" if kind == "irv2" else "standard:2"
     archs = [Architecture(), Architecture.uniform([s.name for s in sites], uniform)]
+    archs.append(Architecture.uniform([s.name for s in sites], f"{uniform}:none:tanh"))
     archs += _random_archs(sites, 2)
     if sites[0].existing:
         archs.append(Architecture.uniform([s.name for s in sites], "keep"))

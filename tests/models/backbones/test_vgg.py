@@ -23,6 +23,7 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.space import load_space
 from se_search.space.build import build_model
+from tests.models.backbones.archs import GATE_NAMES, NOSQUEEZE, SQUEEZE_NAMES
 
 VGG = get_backbone("vgg16")
 CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16}
@@ -240,10 +241,11 @@ def test_cost_table_equals_profiling_the_built_model(vgg11: nn.Module) -> None:
     choices = [SEChoice("none")] + [
         SEChoice("standard", r, sq, g)
         for r in (2, 16, 64)
-        for sq in ("avg", "max")
-        for g in ("sigmoid", "hardsigmoid")
+        for sq in SQUEEZE_NAMES
+        for g in GATE_NAMES
     ]
     archs = [Architecture(), Architecture.uniform(sites, "standard:16")]
+    archs += [Architecture.uniform(sites, c) for c in NOSQUEEZE]
     archs += [Architecture({s: rng.choice(choices) for s in sites}) for _ in range(3)]
     for arch in archs:
         net = insert_se(vgg11, arch, backbone="vgg11")

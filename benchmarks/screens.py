@@ -1,0 +1,187 @@
+"""Cheap screens measured against the real ceiling: how well does each cheap score rank the
+candidates of ``benchmarks/fidelity.py`` the way long training does?
+
+The target is each candidate's accuracy at the longer budget of ``fidelity.py`` (the mean
+over its seeds there: two with ``--long-seeds 2``). The ceiling is how well training agrees
+with itself: the seed-to-seed Kendall tau of ``fidelity.py``. Each screen is reported as
+Kendall's tau with its bootstrap 95% interval, over the same candidates:
+
+- trivial rankers: parameters, FLOPs, number of SE blocks, latency (the lookup table's);
+- zero-cost proxies on the untrained network (``se_search.evaluation.proxies``): synflow,
+  grad_norm, snip, naswot, on one batch of 64 training images;
+- the one-shot supernet (``evaluation.strategy: oneshot``, trained once), scored on
+  validation top-1 and on validation NLL (negated);
+- "pretrain once, fine-tune each": ``backbone.weights: self`` with the ``finetune``
+  strategy, each candidate fine-tuned for ``--finetune-epochs``.
+
+    .venv/bin/python benchmarks/screens.py --fidelity benchmarks/results/fidelity-resnet50.jsonl \\
+        --json benchmarks/results/screens.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.proxies import PROXIES
+from se_search.models.arch import Architecture
+from se_search.space import build_model, load_space
+from se_search.stats.ranking import kendall_ci, rank_agreement
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _tau(name: str, scores: list[float], target: list[float]) -> dict[str, Any]:
+    tau, _ = rank_agreement(scores, target)
+    low, high = kendall_ci(scores, target)
+    print(f"  {name:34s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]", flush=True)
+    return {"tau": tau, "ci": [low, high]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="search_spaces/resnet50.yaml")
+    parser.add_argument(
+        "--fidelity", type=Path, default=Path("benchmarks/results/fidelity-resnet50.jsonl")
+    )
+    parser.add_argument("--storage", default="sqlite:///benchmarks/results/screens.db")
+    parser.add_argument("--artifacts", default="benchmarks/results/screens_artifacts")
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    rows = _rows(args.fidelity)
+    short = min(r["epochs"] for r in rows)
+    long = max(r["epochs"] for r in rows)
+    labels = sorted({r["label"] for r in rows if r["epochs"] == long})
+    archs = {r["label"]: Architecture(r["architecture"]) for r in rows}
+    target = [
+        statistics.fmean(
+            r["accuracy"] for r in rows if r["label"] == label and r["epochs"] == long
+        )
+        for label in labels
+    ]
+    long_seeds = sorted({r["seed"] for r in rows if r["epochs"] == long})
+    print(
+        f"{len(labels)} candidates; target: accuracy after {long} epochs, mean over seeds "
+        f"{long_seeds}"
+    )
+    base = load_space(
+        args.space,
+        [f"storage={args.storage}", f"search.artifacts={args.artifacts}", "latency.mode=lut"],
+    )
+    result: dict[str, Any] = {
+        "candidates": len(labels),
+        "target_epochs": long,
+        "target_seeds": long_seeds,
+        "screens": {},
+    }
+    screens = result["screens"]
+
+    # the ceiling: training against itself
+    def at(epochs: int, seed: int) -> list[float] | None:
+        found = {
+            r["label"]: r["accuracy"] for r in rows if r["epochs"] == epochs and r["seed"] == seed
+        }
+        return (
+            [found[label] for label in labels] if all(label in found for label in labels) else None
+        )
+
+    seeds_short = sorted({r["seed"] for r in rows if r["epochs"] == short})
+    a, b = at(short, seeds_short[0]), at(short, seeds_short[-1])
+    print("ceiling:")
+    if a and b and len(seeds_short) > 1:
+        screens["ceiling: seed vs seed, default budget"] = _tau(
+            f"seed vs seed at {short} epochs", a, b
+        )
+    if len(long_seeds) > 1:
+        screens["ceiling: seed vs seed, long budget"] = _tau(
+            f"seed vs seed at {long} epochs", at(long, long_seeds[0]), at(long, long_seeds[1])
+        )
+    if a:
+        screens[f"{short} epochs, one seed"] = _tau(
+            f"training {short} epochs, seed {seeds_short[0]}", a, target
+        )
+
+    print("trivial rankers:")
+    evaluator = Evaluator(base, storage=args.storage)
+    evaluator.prepare()  # the latency lookup table
+    costs = {label: evaluator.costs(archs[label]) for label in labels}
+    for key in ("params", "flops", "latency_ms"):
+        screens[key] = _tau(key, [costs[label][key] for label in labels], target)
+    screens["SE blocks"] = _tau(
+        "number of SE blocks", [len(archs[label]) for label in labels], target
+    )
+
+    print("zero-cost proxies (one batch of 64 training images, untrained networks):")
+    images, labels_batch = next(
+        iter(torch.utils.data.DataLoader(evaluator.data.train, batch_size=64))
+    )
+    for name, proxy in PROXIES.items():
+        start, scores = time.perf_counter(), []
+        for label in labels:
+            torch.manual_seed(base.search.seed)
+            scores.append(proxy(build_model(base, archs[label]), images, labels_batch))
+        screens[name] = _tau(name, scores, target)
+        screens[name]["seconds_per_candidate"] = (time.perf_counter() - start) / len(labels)
+
+    print("one-shot supernet:")
+    oneshot = Evaluator(
+        base.model_copy(
+            update={"evaluation": base.evaluation.model_copy(update={"strategy": "oneshot"})}
+        ),
+        artifacts=Path(args.artifacts),
+    )
+    start = time.perf_counter()
+    scorer = oneshot.scorer  # trains the supernet once (or loads it)
+    trained_in = time.perf_counter() - start
+    start = time.perf_counter()
+    scored = [scorer.scores(archs[label]) for label in labels]
+    per = (time.perf_counter() - start) / len(labels)
+    for metric in ("top1", "nll"):
+        screens[f"oneshot {metric}"] = _tau(
+            f"oneshot, validation {metric}", [s[metric] for s in scored], target
+        )
+        screens[f"oneshot {metric}"].update(seconds_per_candidate=per, supernet_seconds=trained_in)
+
+    print(f"pretrain once, fine-tune each ({args.finetune_epochs} epochs):")
+    finetune = Evaluator(
+        load_space(
+            args.space,
+            [
+                f"storage={args.storage}",
+                f"search.artifacts={args.artifacts}",
+                "backbone.weights=self",
+                "evaluation.strategy=finetune",
+                f"evaluation.epochs={args.finetune_epochs}",
+                "evaluation.noise_seeds=0",
+            ],
+        ),
+        artifacts=Path(args.artifacts),
+    )
+    start = time.perf_counter()
+    finetune.prepare()
+    pretrained_in = time.perf_counter() - start
+    start = time.perf_counter()
+    tuned = [finetune.train(archs[label], [base.search.seed]).accuracy for label in labels]
+    screens["self finetune"] = _tau("self-pretrained, fine-tuned", tuned, target)
+    screens["self finetune"].update(
+        seconds_per_candidate=(time.perf_counter() - start) / len(labels),
+        pretrain_seconds=pretrained_in,
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Does the search beat random sampling and the hand designs, at equal budget?
+
+1. Runs the space's search with each sampler (NSGA-II, TPE, random) under several seeds, the
+   same number of trials each, every study in one results database (``<sampler>-seed<k>``),
+   and compares their hypervolume after each trial on one normalisation (the comparison
+   report's arithmetic, :mod:`se_search.outputs.compare`): median and IQR per sampler.
+2. Retrains each sampler's best front (the seed whose final hypervolume is highest) at a
+   higher budget (``verify --epochs N --seeds K``), and trains the hand designs the same way:
+   ``none``; ``standard:16`` everywhere (the paper); ``standard:16`` in the last two stages
+   only (MnasNet, MobileNetV3, EfficientNetV2); ``standard:16`` everywhere but the last stage
+   (the paper's ~4%-parameter variant).
+3. Reports whether any verified architecture dominates each hand design by more than noise:
+   no costlier on FLOPs and latency, and more accurate by more than twice the combined
+   standard error.
+
+Latency comes from the lookup table (``latency.mode: lut``), filled once in the shared
+database, so every study sees the same figure for the same architecture. Everything is
+resumable: a study continues where it stopped, verify skips what it trained.
+
+    .venv/bin/python benchmarks/search_quality.py --trials 24 --seeds 0 1 2 \\
+        --verify-epochs 32 --verify-seeds 1 --json benchmarks/results/search_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from se_search.engines.local import LocalEngine
+from se_search.evaluation.evaluator import Evaluator
+from se_search.models.arch import Architecture
+from se_search.outputs.compare import comparison_data, write_comparison
+from se_search.outputs.verify import stand_alone, verify
+from se_search.space import SearchSpace, load_space
+from se_search.stats.noise import standard_error
+
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+def hand_designs(space: SearchSpace) -> dict[str, Architecture]:
+    """The designs practitioners use, on the space's backbone (ResNet stages: layer1-4)."""
+    sites = space.site_names
+    stages = sorted({s.rpartition(".")[0] for s in sites})
+    late, last = set(stages[-2:]), stages[-1]
+    return {
+        "none": Architecture(),
+        "standard:16 everywhere": Architecture.uniform(sites, "standard:16"),
+        "standard:16 in the last two stages": Architecture(
+            {s: "standard:16" for s in sites if s.rpartition(".")[0] in late}
+        ),
+        "standard:16 but the last stage": Architecture(
+            {s: "standard:16" for s in sites if s.rpartition(".")[0] != last}
+        ),
+    }
+
+
+def study_space(args: argparse.Namespace, sampler: str, seed: int) -> SearchSpace:
+    return load_space(
+        args.space,
+        [
+            *args.set,
+            f"storage={args.storage}",
+            f"search.sampler={sampler}",
+            f"search.seed={seed}",
+            f"search.study={sampler}-seed{seed}",
+            f"search.trials={args.trials}",
+            "search.checkpoints=none",
+            "latency.mode=lut",
+            "evaluation.noise_seeds=0",
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="search_spaces/resnet50.yaml")
+    parser.add_argument("--set", action="append", default=[], help="override a YAML key")
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--storage", default="sqlite:///benchmarks/results/search_quality.db")
+    parser.add_argument("--verify-epochs", type=int, default=32)
+    parser.add_argument("--verify-seeds", type=int, default=1)
+    parser.add_argument(
+        "--html", type=Path, default=Path("benchmarks/results/search_quality.html")
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    studies = []
+    for sampler in args.samplers:
+        for seed in args.seeds:
+            space = study_space(args, sampler, seed)
+            print(f"== {space.study_name}: {args.trials} trials", flush=True)
+            summary = LocalEngine(space).run()
+            print(f"   {summary.finished} finished, front of {len(summary.front)}", flush=True)
+            studies.append(space.study_name)
+
+    data = comparison_data(args.storage, studies)
+    write_comparison(args.storage, studies, args.html)
+    print(f"\nhypervolume after {args.trials} trials (one normalisation for all studies):")
+    result: dict[str, Any] = {"trials": args.trials, "seeds": args.seeds, "samplers": {}}
+    for name, group in data["groups"].items():
+        q1, median, q3 = group["final"]
+        finals = {s: data["curves"][s][-1] for s in group["studies"]}
+        print(f"  {name:8s} median {median:.4f}  IQR {q1:.4f}-{q3:.4f}  runs {finals}")
+        result["samplers"][name] = {"final": group["final"], "runs": finals,
+                                    "median_curve": group["median"]}  # fmt: skip
+
+    # The higher budget: each sampler's best front, and the hand designs.
+    verified: dict[str, list[dict[str, Any]]] = {}
+    for name, group in data["groups"].items():
+        best = max(group["studies"], key=lambda s: data["curves"][s][-1])
+        front = len(data["fronts"][best])
+        print(f"\nverifying {best}'s front ({front} members) at {args.verify_epochs} epochs "
+              f"under {args.verify_seeds} seed(s)", flush=True)  # fmt: skip
+        report = verify(args.storage, best, top=front, epochs=args.verify_epochs,
+                        seeds=args.verify_seeds)  # fmt: skip
+        verified[name] = [r for r in report.rows if r["trial_number"] in report.front]
+        result["samplers"][name]["verified"] = [
+            {"trial": r["trial_number"], "accuracy": r["accuracy"], "se": r["accuracy_se"],
+             "flops": r["flops"], "latency_ms": r["latency_ms"], "placement": r["placement"]}
+            for r in report.rows
+        ]  # fmt: skip
+        result["samplers"][name]["verify_tau"] = [report.kendall_tau, *report.kendall_ci]
+
+    base = study_space(args, args.samplers[0], args.seeds[0])
+    evaluator = Evaluator(
+        stand_alone(base, epochs=args.verify_epochs, seeds=args.verify_seeds),
+        storage=args.storage,
+    )
+    seeds = [base.search.seed + i for i in range(args.verify_seeds)]
+    hands = {}
+    for label, arch in hand_designs(base).items():
+        trained = evaluator.train(arch, seeds)
+        costs = evaluator.costs(arch)
+        accuracies = [r.accuracy for r in trained.runs]
+        hands[label] = {"accuracy": trained.accuracy, "accuracies": accuracies,
+                        "flops": costs["flops"], "latency_ms": costs["latency_ms"],
+                        "params": costs["params"]}  # fmt: skip
+        print(f"  hand design {label}: {trained.accuracy:.4f} {accuracies}", flush=True)
+    result["hand_designs"] = hands
+
+    # Noise of the higher budget: pooled over every multi-seed training there, else the
+    # seed-to-seed σ measured by benchmarks/fidelity.py at 4x the default budget.
+    sigma = args_sigma(args, hands, verified)
+    result["sigma"] = sigma
+    print(f"\nnoise at {args.verify_epochs} epochs: σ = {sigma}")
+    print("does a verified front member dominate each hand design beyond noise?")
+    result["dominance"] = {}
+    for label, hand in hands.items():
+        hand_se = standard_error(hand["accuracies"], sigma, len(hand["accuracies"]))
+        winners = []
+        for name, rows in verified.items():
+            for r in rows:
+                cheaper = r["flops"] <= hand["flops"] and r["latency_ms"] <= hand["latency_ms"]
+                se = math.hypot(r["accuracy_se"] or 0.0, hand_se or 0.0)
+                if cheaper and se and r["accuracy"] - hand["accuracy"] > 2 * se:
+                    winners.append(f"{name} trial {r['trial_number']}")
+        result["dominance"][label] = winners
+        print(f"  {label}: {', '.join(winners) if winners else 'no'}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(f"figures written to {args.json}; comparison report {args.html}")
+
+
+def args_sigma(args: argparse.Namespace, hands: dict, verified: dict) -> float | None:
+    """σ at the verify budget: from the hand designs' seeds when there are several."""
+    groups = [h["accuracies"] for h in hands.values() if len(h["accuracies"]) > 1]
+    if groups:
+        from se_search.stats.noise import pooled_sd
+
+        return pooled_sd(groups)[0]
+    fidelity = Path("benchmarks/results/fidelity-resnet50.json")
+    if fidelity.exists():
+        return json.loads(fidelity.read_text()).get("long_sigma")
+    return None
+
+
+if __name__ == "__main__":
+    main()

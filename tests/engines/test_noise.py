@@ -127,3 +127,66 @@ def test_the_run_prints_its_noise_and_warning(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "accuracy noise σ = " in result.stdout
     assert "(pooled over 2 candidates' seeds: none x3, standard:16 x3" in result.stdout
+
+
+def test_export_writes_the_weights_of_the_seed_it_names(tmp_path: Path) -> None:
+    import torch
+
+    from se_search.outputs.export import read_metadata
+
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{tmp_path / 's.db'}", "evaluation.seeds": 2,
+         "evaluation.noise_seeds": 2, "search.trials": 2, "search.checkpoints": "all"},
+    )  # fmt: skip
+    LocalEngine(space).run()
+    seeds = ResultsStore(space.storage).seed_results("e2e")[0]
+    assert [r["seed"] for r in seeds] == [0, 1] and all(r["checkpoint"] for r in seeds)
+    base = ["export", "--study", "e2e", "--storage", space.storage, "--trial", "0"]
+    for seed in (None, 1):
+        out = tmp_path / f"m{seed}.pt"
+        args = [*base, "-o", str(out), *(["--seed", str(seed)] if seed is not None else [])]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        chosen = 0 if seed is None else seed
+        assert f"the weights of seed {chosen} (trained under seeds 0, 1)" in result.stdout
+        meta = read_metadata(out)
+        assert meta["seed"] == chosen and meta["seeds"] == [0, 1]
+        assert meta["seed_accuracy"] == pytest.approx(seeds[chosen]["accuracy"])
+        saved = torch.load(seeds[chosen]["checkpoint"], weights_only=True)
+        exported = torch.load(out, weights_only=True)["state_dict"]
+        assert all(torch.equal(exported[k], v) for k, v in saved.items())
+    bad = runner.invoke(app, [*base, "-o", str(tmp_path / "x.pt"), "--seed", "7"])
+    assert bad.exit_code == 2 and "no weights of seed 7; it has 0, 1" in bad.output
+
+
+def test_the_report_shows_the_noise_and_the_budget_warning(tmp_path: Path) -> None:
+    from se_search.outputs.report import build_report
+
+    space = _space(tmp_path, **{"search.trials": 4})
+    summary = LocalEngine(space, evaluator=StandIn(noise=0.01)(space)).run()
+    assert summary.noise and summary.noise["budget_warning"]
+    page = build_report(space.storage, space.study_name)
+    assert f"σ = {summary.noise['sigma']:.4f}" in page
+    assert 'id="budget-warning"' in page and "Raise evaluation.epochs" in page
+
+
+def test_a_narrow_terminal_gets_whole_stages_and_a_command_on_one_line(tmp_path: Path) -> None:
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text((ASSETS / "e2e.yaml").read_text())
+    result = runner.invoke(
+        app,
+        ["run", "--space", str(space_file), "--storage", f"sqlite:///{tmp_path / 'w.db'}",
+         "--trials", "3", "--set", "search.checkpoints=none",
+         "--set", "evaluation.noise_seeds=0"],
+        env={"COLUMNS": "80"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    hint = next(line for line in lines if " export --study e2e " in line)
+    assert hint.strip().endswith("--pick knee --format state_dict -o model.pt")
+    # ResNet-18's placement (4 stages) does not fit beside the figures in 80 columns: a stage
+    # per line, none of them split
+    cells = [line.rsplit("│", 2)[-2].strip() for line in lines if line.count("│") >= 7]
+    placements = [cell for cell in cells if cell and cell != "placement"]
+    assert placements and all(len(cell.split()) == 2 for cell in placements)  # 2 sites a stage

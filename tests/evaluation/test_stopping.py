@@ -125,3 +125,36 @@ def test_local_engine_prunes_exactly_the_trials_the_rule_stops(tmp_path: Path) -
             assert cand["accuracy"] == pytest.approx(histories[list(expected).index(number)][-1])
             assert cand["flops"] > 0  # the costs are stored with a pruned candidate
     assert {c["trial_number"] for c in store.front("e2e")}.isdisjoint(pruned)
+
+
+def test_under_several_seeds_the_rule_compares_their_mean(tmp_path: Path) -> None:
+    """With evaluation.seeds: 2 the epoch's figure is the mean over the seeds (they train in
+    lockstep): a candidate's recorded history is that mean, and a pruned one stops with it."""
+    from se_search.testing.standin import seed_noise
+
+    epochs = 4
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {"storage": f"sqlite:///{tmp_path / 'asha2.db'}", "evaluation.epochs": epochs,
+         "evaluation.early_stopping.rule": "asha",
+         "evaluation.early_stopping.reduction_factor": 2, "evaluation.seeds": 2,
+         "evaluation.noise_seeds": 0, "search.trials": 8, "search.checkpoints": "none"},
+    )  # fmt: skip
+    LocalEngine(space, evaluator=StandIn(noise=0.05)(space)).run()
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    checked = 0
+    for trial in study.trials:
+        history = trial.user_attrs.get(EPOCHS_ATTR)
+        cand = ResultsStore(space.storage).candidate("e2e", trial.number)
+        if not history or cand["duplicate_of"] is not None:
+            continue
+        arch = Architecture(cand["architecture"])
+        mean = [
+            accuracy_after(arch, e, epochs)
+            + (seed_noise(arch, 0, 0.05) + seed_noise(arch, 1, 0.05)) / 2
+            for e in range(1, len(history) + 1)
+        ]
+        assert history == pytest.approx(mean)
+        checked += 1
+    assert checked >= 6 and pruned  # the rule did stop some, on the means

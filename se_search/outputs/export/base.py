@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +19,7 @@ from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.models.surgery import insert_se
 
-__all__ = ["FORMAT_VERSION", "METADATA_KEY", "Exporter", "rebuild"]
+__all__ = ["FORMAT_VERSION", "METADATA_KEY", "Exporter", "rebuild", "rebuild_with"]
 
 #: Version of the metadata layout; files of a newer layout are refused with an upgrade hint.
 FORMAT_VERSION = 1
@@ -41,6 +41,23 @@ class Exporter:
     detect: Callable[[Path], bool]
     read: Callable[[Path], Any]
     load: Callable[[Path, dict[str, Any], str], nn.Module]
+
+
+def rebuild_with(
+    state: Mapping[str, torch.Tensor], meta: dict[str, Any], *, path: Path, map_location: str
+) -> nn.Module:
+    """The network the metadata describes holding ``state`` (read from ``path``), on
+    ``map_location``; weights that do not fit are refused naming the file."""
+    backbone, arch = meta["backbone"], Architecture(meta["architecture"])
+    model = rebuild(meta)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise SESearchError(
+            f"{path}: the weights do not fit {backbone} with architecture {arch.summary()} "
+            f"({err}); export the model again with this se-search version"
+        ) from None
+    return model.to(torch.device(map_location))
 
 
 def rebuild(meta: dict[str, Any]) -> nn.Module:

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from se_search.errors import SESearchError
-from se_search.models.arch import Architecture
-from se_search.outputs.export.base import METADATA_KEY, Exporter, rebuild, require
+from se_search.outputs.export.base import METADATA_KEY, Exporter, rebuild_with, require
 
 __all__ = ["SAFETENSORS"]
 
@@ -93,16 +92,7 @@ def _load_safetensors(path: Path, meta: dict[str, Any], map_location: str) -> nn
             f"{path} cannot be read as an se-search safetensors export ({err}); expected a "
             "file written by se_search.outputs.export.export_model"
         ) from None
-    backbone, arch = meta["backbone"], Architecture(meta["architecture"])
-    model = rebuild(meta)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise SESearchError(
-            f"{path}: the weights do not fit {backbone} with architecture {arch.summary()} "
-            f"({err}); export the model again with this se-search version"
-        ) from None
-    return model.to(torch.device(map_location))
+    return rebuild_with(state, meta, path=path, map_location=map_location)
 
 
 SAFETENSORS = Exporter(

@@ -11,12 +11,11 @@ import torch
 from torch import nn
 
 from se_search.errors import SESearchError
-from se_search.models.arch import Architecture
 from se_search.outputs.export.base import (
     METADATA_KEY,
     Exporter,
     is_torchscript_zip,
-    rebuild,
+    rebuild_with,
     zip_names,
 )
 
@@ -54,16 +53,7 @@ def _load_state_dict(path: Path, meta: dict[str, Any], map_location: str) -> nn.
         raise SESearchError(
             f"{path} holds se-search metadata but no 'state_dict'; export the model again"
         )
-    backbone, arch = meta["backbone"], Architecture(meta["architecture"])
-    model = rebuild(meta)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise SESearchError(
-            f"{path}: the weights do not fit {backbone} with architecture {arch.summary()} "
-            f"({err}); export the model again with this se-search version"
-        ) from None
-    return model.to(torch.device(map_location))
+    return rebuild_with(state, meta, path=path, map_location=map_location)
 
 
 STATE_DICT = Exporter(

@@ -123,7 +123,7 @@ class LocalEngine:
         if self.space.search.checkpoints != "none":
             checkpoint = save_checkpoints(
                 evaluation.models, evaluation.metrics.get("seed_results", []),
-                rec.checkpoint_dir, trial.number, arch,
+                rec.checkpoint_dir, trial.number, arch, keep=self.space.evaluation.seeds,
             )  # fmt: skip
         front = rec.complete(
             trial,

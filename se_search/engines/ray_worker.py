@@ -103,6 +103,7 @@ def evaluate_trial(
         checkpoint = save_checkpoints(
             evaluation.models, evaluation.metrics.get("seed_results", []),
             Path(config["se_checkpoint_dir"]), config["se_trial"], arch,
+            keep=space.evaluation.seeds,
         )  # fmt: skip
     tune.report({
         **final,

@@ -216,7 +216,7 @@ class StudyRecorder:
             arch_json=arch.to_json(),
             arch_hash=arch.hash,
             summary=arch.summary(),
-            placement=arch.placement(self.site_names),
+            placement=self.placement(arch),
             host=self.host,
             pid=self.pid,
             node=node,

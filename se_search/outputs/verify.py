@@ -128,7 +128,9 @@ def verify(
         listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
         result = evaluator.train(arch, wanted)
         runs = result.seed_results()
-        path = save_checkpoints(result.models, runs, folder, number, arch)
+        path = save_checkpoints(
+            result.models, runs, folder, number, arch, keep=evaluator.space.evaluation.seeds
+        )
         store.add_seed_results(study, number, runs, verified=True)
         store.add_verified(
             study, number, arch_hash=cand["arch_hash"], searched_accuracy=cand["accuracy"],

@@ -73,15 +73,18 @@ def save_checkpoints(
     folder: Path,
     number: int,
     arch: Architecture,
+    *,
+    keep: int,
 ) -> str | None:
-    """Save each seed's trained weights as trial ``number``'s checkpoints: one seed's as
-    ``trial-NNNNN-HASH.pt``, several as ``...-seedS.pt``; each path goes into its seed's
-    result (``checkpoint``). The first seed's path, or None when nothing was trained."""
+    """Save the trained weights of the first ``keep`` seeds (``evaluation.seeds``: a
+    reference's extra noise seeds measure the noise, and their weights are not kept) as trial
+    ``number``'s checkpoints: one seed's as ``trial-NNNNN-HASH.pt``, several as
+    ``...-seedS.pt``; each path goes into its seed's result (``checkpoint``). The first
+    seed's path, or None when nothing was trained."""
+    kept = [(m, r) for m, r in zip(models, seed_results) if m is not None][:keep]
     saved = []
-    for model, result in zip(models, seed_results):
-        if model is None:
-            continue
-        suffix = f"-seed{result['seed']}" if len(seed_results) > 1 else ""
+    for model, result in kept:
+        suffix = f"-seed{result['seed']}" if len(kept) > 1 else ""
         result["checkpoint"] = save_checkpoint(model, folder, number, arch, suffix=suffix)
         saved.append(result["checkpoint"])
     return saved[0] if saved else None

@@ -41,6 +41,9 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _tau(name: str, scores: list[float], target: list[float]) -> dict[str, Any]:
+    if len(set(scores)) == 1:  # tau is undefined: the screen cannot rank at all
+        print(f"  {name:34s} no ranking: every candidate scores {scores[0]:.4f}", flush=True)
+        return {"tau": None, "ci": [None, None], "constant": scores[0]}
     tau, _ = rank_agreement(scores, target)
     low, high = kendall_ci(scores, target)
     print(f"  {name:34s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]", flush=True)

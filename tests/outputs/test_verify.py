@@ -14,7 +14,8 @@ from se_search.engines.local import LocalEngine
 from se_search.events import VerifyDone
 from se_search.outputs.report import build_report
 from se_search.outputs.verify import chosen, verify
-from se_search.space import load_space
+from se_search.space import SearchSpace, load_space, space_from_json
+from se_search.space.sampling import reference_architectures
 from se_search.stats.pareto import pareto_front
 from se_search.storage.database import StorageError
 from se_search.storage.results import Results
@@ -32,11 +33,15 @@ def oneshot_study(tmp_path_factory: pytest.TempPathFactory) -> str:
         ASSETS / "e2e.yaml",
         {"storage": f"sqlite:///{root / 'v.db'}", "sites": ["layer4.*"], "data.image_size": 16,
          "evaluation.strategy": "oneshot", "evaluation.supernet.epochs": 1,
-         "evaluation.supernet.sampling": "uniform", "search.trials": 4,
+         "evaluation.supernet.sampling": "uniform", "search.trials": 6,
          "search.checkpoints": "none"},
     )  # fmt: skip
     LocalEngine(space).run()
     return space.storage
+
+
+def _space(store: ResultsStore) -> SearchSpace:
+    return space_from_json(store.latest_run("e2e").space_json, origin="the test study")
 
 
 def test_verify_trains_the_front_first_stores_and_resumes(oneshot_study: str) -> None:
@@ -47,13 +52,21 @@ def test_verify_trains_the_front_first_stores_and_resumes(oneshot_study: str) ->
     in_front = [c["trial_number"] in front for c in picked]
     assert in_front == sorted(in_front, reverse=True)  # front members first
 
+    # and the references wherever the one-shot scores rank them (none and standard:16)
+    space = _space(store)
+    with_refs = chosen(store, "e2e", 2, space)
+    assert with_refs[:2] == picked
+    refs = {a.hash for a in reference_architectures(space).values()}
+    assert {c["arch_hash"] for c in with_refs[2:]} <= refs
+    assert refs <= {c["arch_hash"] for c in with_refs}  # both ran first in the search
+
     events = EventLog()
     report = verify(oneshot_study, "e2e", top=2, listener=events)
-    assert sorted(report.trained) == sorted(c["trial_number"] for c in picked)
-    assert len(events.of(VerifyDone)) == 2
+    assert sorted(report.trained) == sorted(c["trial_number"] for c in with_refs)
+    assert len(events.of(VerifyDone)) == len(with_refs)
     rows = store.verified("e2e")
-    assert len(rows) == 2
-    for row, cand in zip(rows, sorted(picked, key=lambda c: c["trial_number"])):
+    assert len(rows) == len(with_refs)
+    for row, cand in zip(rows, sorted(with_refs, key=lambda c: c["trial_number"])):
         assert row["searched_accuracy"] == cand["accuracy"]  # the one-shot score, kept
         assert 0 <= row["accuracy"] <= 1 and row["epochs"] == 1
         assert Path(row["checkpoint"]).is_file()
@@ -92,12 +105,15 @@ def test_a_oneshot_trial_exports_the_weights_verify_trained(oneshot_study: str) 
 def test_verify_cli_prints_the_agreement_and_refuses_an_unknown_study(
     oneshot_study: str,
 ) -> None:
+    store = ResultsStore(oneshot_study)
+    before = {r["trial_number"] for r in store.verified("e2e")}
     result = runner.invoke(
         app, ["verify", "--study", "e2e", "--storage", oneshot_study, "--top", "3"]
     )
     assert result.exit_code == 0, result.output
     assert "Kendall tau" in result.output and "verified front" in result.output
-    assert len(ResultsStore(oneshot_study).verified("e2e")) == 3
+    wanted = {c["trial_number"] for c in chosen(store, "e2e", 3, _space(store))}
+    assert {r["trial_number"] for r in store.verified("e2e")} == before | wanted
 
     result = runner.invoke(app, ["verify", "--study", "nope", "--storage", oneshot_study])
     assert result.exit_code == 2

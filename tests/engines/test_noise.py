@@ -116,14 +116,20 @@ def test_the_budget_check_warns_on_rising_curves_and_not_on_flat_ones(tmp_path: 
     assert warned[False] is None
 
 
-def test_the_run_prints_its_noise_and_warning(tmp_path: Path) -> None:
+def _run_e2e(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    """``se-search run`` on a copy of the e2e space, its results in tmp_path, no checkpoints."""
     space_file = tmp_path / "space.yaml"
     space_file.write_text((ASSETS / "e2e.yaml").read_text())
-    result = runner.invoke(
+    return runner.invoke(
         app,
         ["run", "--space", str(space_file), "--storage", f"sqlite:///{tmp_path / 'r.db'}",
-         "--trials", "2", "--set", "evaluation.epochs=2", "--set", "search.checkpoints=none"],
+         "--set", "search.checkpoints=none", *args],
+        env=env,
     )  # fmt: skip
+
+
+def test_the_run_prints_its_noise_and_warning(tmp_path: Path) -> None:
+    result = _run_e2e(tmp_path, "--trials", "2", "--set", "evaluation.epochs=2")
     assert result.exit_code == 0, result.output
     assert "accuracy noise σ = " in result.stdout
     assert "(pooled over 2 candidates' seeds: none x3, standard:16 x3" in result.stdout
@@ -172,15 +178,9 @@ def test_the_report_shows_the_noise_and_the_budget_warning(tmp_path: Path) -> No
 
 
 def test_a_narrow_terminal_gets_whole_stages_and_a_command_on_one_line(tmp_path: Path) -> None:
-    space_file = tmp_path / "space.yaml"
-    space_file.write_text((ASSETS / "e2e.yaml").read_text())
-    result = runner.invoke(
-        app,
-        ["run", "--space", str(space_file), "--storage", f"sqlite:///{tmp_path / 'w.db'}",
-         "--trials", "3", "--set", "search.checkpoints=none",
-         "--set", "evaluation.noise_seeds=0"],
-        env={"COLUMNS": "80"},
-    )  # fmt: skip
+    result = _run_e2e(
+        tmp_path, "--trials", "3", "--set", "evaluation.noise_seeds=0", env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     hint = next(line for line in lines if " export --study e2e " in line)

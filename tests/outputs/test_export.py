@@ -242,16 +242,21 @@ def test_format_is_detected_by_content_not_extension(exported: Exported, tmp_pat
 # -------------------------------------------------------------------------------- torchscript
 
 
-@pytest.mark.parametrize("batch", [1, 5])
-def test_torchscript_round_trip(exported: Exported, loaded: Loaded, batch: int) -> None:
-    model = loaded.models["torchscript"]
-    assert isinstance(model, torch.jit.ScriptModule)
+def _assert_same_logits(exported: Exported, model: nn.Module, batch: int) -> None:
+    """A loaded export is in eval mode and gives the eager model's logits at any batch."""
     assert not model.training
     x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
         out = model(x)
     assert out.shape == (batch, 10)
     assert (out - _logits(exported.model, x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_torchscript_round_trip(exported: Exported, loaded: Loaded, batch: int) -> None:
+    model = loaded.models["torchscript"]
+    assert isinstance(model, torch.jit.ScriptModule)
+    _assert_same_logits(exported, model, batch)
 
 
 def test_torchscript_metadata_round_trips(exported: Exported) -> None:
@@ -280,12 +285,7 @@ def test_torch_log_warnings_are_recorded(tmp_path: Path) -> None:
 def test_pt2_round_trip(exported: Exported, loaded: Loaded, batch: int) -> None:
     model = loaded.models["pt2"]
     assert isinstance(model, torch.fx.GraphModule)
-    assert not model.training
-    x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE)
-    with torch.no_grad():
-        out = model(x)
-    assert out.shape == (batch, 10)
-    assert (out - _logits(exported.model, x)).abs().max().item() <= 1e-5
+    _assert_same_logits(exported, model, batch)
 
 
 def test_pt2_program_writes_nothing_in_place_and_runs_under_autograd(

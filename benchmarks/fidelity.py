@@ -69,9 +69,17 @@ def load(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
 
 
 def tau_line(name: str, a: list[float], b: list[float]) -> dict[str, Any]:
+    """Print and return Kendall's tau of ``a`` against ``b`` with its bootstrap 95% interval
+    (and Spearman's rho); when ``a`` is one value throughout it ranks nothing, and says so."""
+    if len(set(a)) == 1:  # tau is undefined
+        print(f"  {name:44s} no ranking: every candidate scores {a[0]:.4f}", flush=True)
+        return {"tau": None, "ci": [None, None], "rho": None, "n": len(a), "constant": a[0]}
     tau, rho = rank_agreement(a, b)
     low, high = kendall_ci(a, b)
-    print(f"  {name:44s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  rho {rho:+.3f}")
+    print(
+        f"  {name:44s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  rho {rho:+.3f}",
+        flush=True,
+    )
     return {"tau": tau, "ci": [low, high], "rho": rho, "n": len(a)}
 
 

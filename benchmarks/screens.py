@@ -28,26 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fidelity import load, tau_line  # beside this script
 
 from se_search.evaluation.evaluator import Evaluator
 from se_search.evaluation.proxies import PROXIES
 from se_search.models.arch import Architecture
 from se_search.space import build_model, load_space
-from se_search.stats.ranking import kendall_ci, rank_agreement
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _tau(name: str, scores: list[float], target: list[float]) -> dict[str, Any]:
-    if len(set(scores)) == 1:  # tau is undefined: the screen cannot rank at all
-        print(f"  {name:34s} no ranking: every candidate scores {scores[0]:.4f}", flush=True)
-        return {"tau": None, "ci": [None, None], "constant": scores[0]}
-    tau, _ = rank_agreement(scores, target)
-    low, high = kendall_ci(scores, target)
-    print(f"  {name:34s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]", flush=True)
-    return {"tau": tau, "ci": [low, high]}
 
 
 def main() -> None:
@@ -62,7 +48,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    rows = _rows(args.fidelity)
+    rows = list(load(args.fidelity).values())
     short = min(r["epochs"] for r in rows)
     long = max(r["epochs"] for r in rows)
     labels = sorted({r["label"] for r in rows if r["epochs"] == long})
@@ -103,15 +89,15 @@ def main() -> None:
     a, b = at(short, seeds_short[0]), at(short, seeds_short[-1])
     print("ceiling:")
     if a and b and len(seeds_short) > 1:
-        screens["ceiling: seed vs seed, default budget"] = _tau(
+        screens["ceiling: seed vs seed, default budget"] = tau_line(
             f"seed vs seed at {short} epochs", a, b
         )
     if len(long_seeds) > 1:
-        screens["ceiling: seed vs seed, long budget"] = _tau(
+        screens["ceiling: seed vs seed, long budget"] = tau_line(
             f"seed vs seed at {long} epochs", at(long, long_seeds[0]), at(long, long_seeds[1])
         )
     if a:
-        screens[f"{short} epochs, one seed"] = _tau(
+        screens[f"{short} epochs, one seed"] = tau_line(
             f"training {short} epochs, seed {seeds_short[0]}", a, target
         )
 
@@ -120,8 +106,8 @@ def main() -> None:
     evaluator.prepare()  # the latency lookup table
     costs = {label: evaluator.costs(archs[label]) for label in labels}
     for key in ("params", "flops", "latency_ms"):
-        screens[key] = _tau(key, [costs[label][key] for label in labels], target)
-    screens["SE blocks"] = _tau(
+        screens[key] = tau_line(key, [costs[label][key] for label in labels], target)
+    screens["SE blocks"] = tau_line(
         "number of SE blocks", [len(archs[label]) for label in labels], target
     )
 
@@ -134,7 +120,7 @@ def main() -> None:
         for label in labels:
             torch.manual_seed(base.search.seed)
             scores.append(proxy(build_model(base, archs[label]), images, labels_batch))
-        screens[name] = _tau(name, scores, target)
+        screens[name] = tau_line(name, scores, target)
         screens[name]["seconds_per_candidate"] = (time.perf_counter() - start) / len(labels)
 
     print("one-shot supernet:")
@@ -151,7 +137,7 @@ def main() -> None:
     scored = [scorer.scores(archs[label]) for label in labels]
     per = (time.perf_counter() - start) / len(labels)
     for metric in ("top1", "nll"):
-        screens[f"oneshot {metric}"] = _tau(
+        screens[f"oneshot {metric}"] = tau_line(
             f"oneshot, validation {metric}", [s[metric] for s in scored], target
         )
         screens[f"oneshot {metric}"].update(seconds_per_candidate=per, supernet_seconds=trained_in)
@@ -176,7 +162,7 @@ def main() -> None:
     pretrained_in = time.perf_counter() - start
     start = time.perf_counter()
     tuned = [finetune.train(archs[label], [base.search.seed]).accuracy for label in labels]
-    screens["self finetune"] = _tau("self-pretrained, fine-tuned", tuned, target)
+    screens["self finetune"] = tau_line("self-pretrained, fine-tuned", tuned, target)
     screens["self finetune"].update(
         seconds_per_candidate=(time.perf_counter() - start) / len(labels),
         pretrain_seconds=pretrained_in,

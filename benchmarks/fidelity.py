@@ -80,7 +80,7 @@ def tau_line(name: str, a: list[float], b: list[float]) -> dict[str, Any]:
         f"  {name:44s} tau {tau:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  rho {rho:+.3f}",
         flush=True,
     )
-    return {"tau": tau, "ci": [low, high], "rho": rho, "n": len(a)}
+    return {"tau": tau, "ci": [low, high], "rho": rho, "n": len(a), "scores": list(a)}
 
 
 def main() -> None:

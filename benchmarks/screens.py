@@ -34,6 +34,7 @@ from se_search.evaluation.evaluator import Evaluator
 from se_search.evaluation.proxies import PROXIES
 from se_search.models.arch import Architecture
 from se_search.space import build_model, load_space
+from se_search.stats.ranking import kendall_difference_ci
 
 
 def main() -> None:
@@ -167,9 +168,33 @@ def main() -> None:
         seconds_per_candidate=(time.perf_counter() - start) / len(labels),
         pretrain_seconds=pretrained_in,
     )
+    result["versus_trivial"] = versus_trivial(screens, target)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
         print(f"figures written to {args.json}")
+
+
+TRIVIAL = ("params", "flops", "latency_ms", "SE blocks")
+
+
+def versus_trivial(screens: dict[str, dict[str, Any]], target: list[float]) -> dict[str, Any]:
+    """Does each screen rank better than the best trivial ranker, beyond the noise of which
+    candidates were drawn? The paired bootstrap interval of the difference of the two taus
+    (:func:`~se_search.stats.ranking.kendall_difference_ci`): it wins when the interval is
+    above 0."""
+    ranked = [k for k in TRIVIAL if screens[k]["tau"] is not None]
+    best = max(ranked, key=lambda k: screens[k]["tau"])
+    print(f"against the best trivial ranker ({best}, tau {screens[best]['tau']:+.3f}):")
+    verdicts: dict[str, Any] = {"best": best, "screens": {}}
+    for name, screen in screens.items():
+        if name in TRIVIAL or name.startswith("ceiling") or screen["tau"] is None:
+            continue
+        low, high = kendall_difference_ci(screen["scores"], screens[best]["scores"], target)
+        delta = screen["tau"] - screens[best]["tau"]
+        verdict = "beats it" if low > 0 else "loses" if high < 0 else "within noise"
+        print(f"  {name:44s} Δtau {delta:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  {verdict}")
+        verdicts["screens"][name] = {"delta": delta, "ci": [low, high], "verdict": verdict}
+    return verdicts
 
 
 if __name__ == "__main__":

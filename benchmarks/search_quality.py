@@ -90,9 +90,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    # Seed-major: an interrupted run leaves every sampler with the same seeds done.
     studies = []
-    for sampler in args.samplers:
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for sampler in args.samplers:
             space = study_space(args, sampler, seed)
             print(f"== {space.study_name}: {args.trials} trials", flush=True)
             summary = LocalEngine(space).run()

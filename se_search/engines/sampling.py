@@ -26,10 +26,16 @@ __all__ = [
     "sample_architecture",
 ]
 
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+#: ``search.sampler`` -> ``sampler(seed=..., population=...)``; ``population`` is
+#: ``SearchSpec.random_trials``, the trials drawn at random before the sampler learns.
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda *, seed, population: optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=population
+    ),
+    "tpe": lambda *, seed, population: optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, n_startup_trials=population
+    ),
+    "random": lambda *, seed, population: optuna.samplers.RandomSampler(seed=seed),
 }
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
@@ -76,7 +82,10 @@ def make_sampler(space: SearchSpace, *, resumed_at: int = 0) -> optuna.samplers.
     """The space's sampler. On a study that already has ``resumed_at`` trials it is seeded
     with ``seed + resumed_at``: the seed alone would draw the first run's architectures
     again, copies that cost a trial each (and, run concurrently, a second training)."""
-    return SAMPLERS[space.search.sampler](space.search.seed + resumed_at)
+    search = space.search
+    return SAMPLERS[search.sampler](
+        seed=search.seed + resumed_at, population=search.random_trials
+    )
 
 
 def _param_axes(space: SearchSpace, site: Site) -> dict[str, list[Any]]:

@@ -217,6 +217,11 @@ class RaySpec(_Section):
 class SearchSpec(_Section):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     trials: PositiveInt = 20
+    #: Trials drawn at random before the sampler learns from them: NSGA-II's generation size,
+    #: TPE's startup trials. Default: a third of ``trials``, within [4, 50], so that a small
+    #: budget still gets 3 generations (Optuna's own defaults, 50 and 10, leave a 24-trial
+    #: NSGA-II search purely random).
+    population: Annotated[int, Field(ge=2)] | None = None
     seed: NonNegativeInt = 0
     engine: Literal["local", "ray"] = "local"
     seed_paper: bool = True  # enqueue the paper's none and standard:16 first
@@ -224,6 +229,11 @@ class SearchSpec(_Section):
     artifacts: str | None = None  # folder for checkpoints; default: beside the SQLite file
     study: Annotated[str, Field(pattern=r"^[\w.-]+$")] | None = None  # default: the space's name
     ray: RaySpec = RaySpec()
+
+    @property
+    def random_trials(self) -> int:
+        """``population``, or its default for ``trials``."""
+        return self.population or min(50, max(4, self.trials // 3))
 
 
 class SearchSpace(_Section):

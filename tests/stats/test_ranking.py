@@ -56,3 +56,33 @@ def test_kendall_ci_narrows_with_more_candidates() -> None:
     noisy = [t + rng.gauss(0, 0.3) for t in truth]
     few, many = kendall_ci(truth[:10], noisy[:10]), kendall_ci(truth, noisy)
     assert many[1] - many[0] < few[1] - few[0]
+
+
+def test_kendall_difference_ci_against_hand_values() -> None:
+    from se_search.stats.ranking import kendall_difference_ci
+
+    target = [0.1, 0.4, 0.2, 0.8, 0.5, 0.9, 0.3]
+    # a ranks exactly as the target, b exactly against it: tau 1 - (-1) = 2 in every draw
+    # (draws that leave a list constant are left out)
+    assert kendall_difference_ci(target, [-t for t in target], target) == pytest.approx(
+        (2.0, 2.0)
+    )
+    assert kendall_difference_ci(target, target, target) == pytest.approx((0.0, 0.0))
+    assert all(x != x for x in kendall_difference_ci([1, 1, 1], target[:3], target[:3]))
+
+
+def test_kendall_difference_ci_is_paired_and_antisymmetric() -> None:
+    import random
+
+    from se_search.stats.ranking import kendall_ci, kendall_difference_ci
+
+    rng = random.Random(1)
+    truth = [rng.random() for _ in range(40)]
+    good = [t + rng.gauss(0, 0.1) for t in truth]
+    bad = [t + rng.gauss(0, 1.0) for t in truth]
+    low, high = kendall_difference_ci(good, bad, truth)
+    assert 0 < low < high  # the better screen wins beyond the noise of the draw
+    assert kendall_difference_ci(bad, good, truth) == pytest.approx((-high, -low))
+    # pairing: the difference's interval is narrower than the two taus' intervals together
+    good_ci, bad_ci = kendall_ci(good, truth), kendall_ci(bad, truth)
+    assert high - low < (good_ci[1] - good_ci[0]) + (bad_ci[1] - bad_ci[0])

@@ -84,6 +84,7 @@ def run(
     import optuna
 
     from se_search.engines import get_engine
+    from se_search.evaluation.measured import rank_caveat
     from se_search.outputs.progress import SearchProgress
     from se_search.outputs.tables import run_report
     from se_search.space import load_space
@@ -103,6 +104,9 @@ def run(
     _print(*printed)
     for line in warnings:
         err_console.print(f"[bold yellow]{line}", highlight=False)
+    caveat = rank_caveat(loaded)
+    if caveat:
+        err_console.print(f"[yellow]{caveat}", highlight=False)
     if summary.finished < summary.target:
         raise typer.Exit(1)
 

@@ -133,6 +133,8 @@ def test_the_run_prints_its_noise_and_warning(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "accuracy noise σ = " in result.stdout
     assert "(pooled over 2 candidates' seeds: none x3, standard:16 x3" in result.stdout
+    # digits at 2 epochs: what screens.py measured of 8-epoch training applies, and is said
+    assert "8-epoch training (one seed) ranks candidates with Kendall tau" in result.stderr
 
 
 def test_export_writes_the_weights_of_the_seed_it_names(tmp_path: Path) -> None:

@@ -1,0 +1,90 @@
+"""What the benchmarks measured about how well a strategy ranks candidates, so that ``run``
+can say so where it applies: Kendall's tau of the strategy's scores against 4x longer
+training, next to the best trivial ranker (params, FLOPs, latency, number of SE blocks).
+
+The figures are ``benchmarks/results/screens.json`` (``benchmarks/screens.py`` on 32
+candidates of ``search_spaces/resnet50.yaml``, digits at 32 px, target: 32-epoch training);
+``tests/evaluation/test_measured.py`` keeps them equal to that file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from se_search.space import SearchSpace
+
+__all__ = ["MEASURED", "Measured", "rank_caveat"]
+
+_WHERE = "digits at 32 px, 32 random ResNet-50 placements, against 32-epoch training"
+_COMMAND = "benchmarks/screens.py"
+_TRIVIAL = {"params": "the parameter count", "flops": "FLOPs", "latency_ms": "latency",
+            "SE blocks": "the number of SE blocks"}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measured:
+    """One strategy's measured rank agreement, and the conditions it was measured under."""
+
+    screen: str  # its key in screens.json
+    what: str  # the strategy's score, in words
+    tau: float | None  # None: every candidate scored the same
+    ci: tuple[float, float] | None
+    trivial: str  # the best trivial ranker: its key in screens.json
+    trivial_tau: float
+    verdict: str  # against it: "beats it", "within noise" or "loses" (paired bootstrap)
+    dataset: str = "digits"
+    max_epochs: int | None = None  # applies to runs of at most this many epochs
+    weights: str | None = None  # applies to this backbone.weights only
+
+    def applies(self, space: SearchSpace) -> bool:
+        ev = space.evaluation
+        return (
+            space.data.dataset == self.dataset
+            and (self.max_epochs is None or ev.epochs <= self.max_epochs)
+            and (self.weights is None or space.backbone.weights == self.weights)
+        )
+
+    def caveat(self) -> str | None:
+        """The warning, or None when the strategy ranks better than every trivial ranker."""
+        if self.verdict == "beats it":
+            return None
+        if self.tau is None or self.ci is None:
+            agreement = "gave every candidate the same accuracy: it ranks nothing"
+        else:
+            agreement = (
+                f"ranks candidates with Kendall tau {self.tau:+.2f} "
+                f"(95% CI {self.ci[0]:+.2f} to {self.ci[1]:+.2f}); {_TRIVIAL[self.trivial]} alone "
+                f"ranks them at {self.trivial_tau:+.2f}, so it "
+                + ("does worse" if self.verdict == "loses" else "does no better beyond noise")
+            )
+        return (
+            f"note: measured on {_WHERE} ({_COMMAND}), {self.what} {agreement}. Treat the "
+            "front's accuracies as a coarse screen and retrain it with se-search verify "
+            "--epochs N --seeds K before trusting its order."
+        )
+
+
+#: ``evaluation.strategy`` -> what the benchmarks measured of it.
+MEASURED: dict[str, Measured] = {
+    "train": Measured(
+        screen="8 epochs, one seed", what="8-epoch training (one seed)", tau=0.397,
+        ci=(0.156, 0.615), trivial="SE blocks", trivial_tau=0.317,
+        verdict="within noise", max_epochs=8,
+    ),
+    "oneshot": Measured(
+        screen="oneshot top1", what="the one-shot supernet's validation top-1", tau=0.033,
+        ci=(-0.186, 0.232), trivial="SE blocks", trivial_tau=0.317,
+        verdict="loses",
+    ),
+    "finetune": Measured(
+        screen="self finetune", what="fine-tuning from self-pretrained weights (2 epochs)",
+        tau=None, ci=None, trivial="SE blocks", trivial_tau=0.317,
+        verdict="loses", max_epochs=2, weights="self",
+    ),
+}  # fmt: skip
+
+
+def rank_caveat(space: SearchSpace) -> str | None:
+    """What ``run`` says when its strategy was measured not to beat the trivial rankers."""
+    measured = MEASURED.get(space.evaluation.strategy)
+    return measured.caveat() if measured and measured.applies(space) else None

@@ -1,0 +1,58 @@
+"""What run says of its strategy's measured ranking: the figures are the benchmark's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from se_search.evaluation.measured import MEASURED, Measured, rank_caveat
+from se_search.evaluation.strategies import STRATEGIES
+from se_search.space import SearchSpace, load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENS = ROOT / "benchmarks" / "results" / "screens.json"
+
+
+def _space(**overrides: object) -> SearchSpace:
+    return load_space(ROOT / "search_spaces" / "resnet50.yaml", overrides)
+
+
+@pytest.mark.parametrize("strategy", sorted(MEASURED))
+def test_the_figures_are_the_benchmarks(strategy: str) -> None:
+    assert strategy in STRATEGIES
+    measured = MEASURED[strategy]
+    result = json.loads(SCREENS.read_text())
+    screen = result["screens"][measured.screen]
+    versus = result["versus_trivial"]
+    assert measured.trivial == versus["best"]
+    assert measured.trivial_tau == pytest.approx(result["screens"][versus["best"]]["tau"], abs=5e-4)
+    if screen["tau"] is None:  # ranks nothing
+        assert measured.tau is None and measured.ci is None and measured.verdict == "loses"
+    else:
+        assert measured.tau == pytest.approx(screen["tau"], abs=5e-4)
+        assert measured.ci == pytest.approx(tuple(screen["ci"]), abs=5e-4)
+        assert measured.verdict == versus["screens"][measured.screen]["verdict"]
+
+
+def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured() -> None:
+    default = rank_caveat(_space())  # train, 8 epochs, digits
+    assert default and "8-epoch training" in default and "se-search verify" in default
+    assert rank_caveat(_space(**{"evaluation.epochs": 32})) is None  # longer: not measured
+    assert rank_caveat(_space(**{"data.dataset": "cifar10"})) is None
+    oneshot = rank_caveat(_space(**{"evaluation.strategy": "oneshot"}))
+    assert oneshot and "one-shot supernet" in oneshot and "does worse" in oneshot
+    tuned = {"evaluation.strategy": "finetune", "evaluation.epochs": 2}
+    assert "ranks nothing" in rank_caveat(_space(**tuned, **{"backbone.weights": "self"}))
+    torchvision = {"backbone.weights": "IMAGENET1K_V2"}
+    assert rank_caveat(_space(**tuned, **torchvision)) is None  # other weights: not measured
+
+
+def test_a_strategy_that_beats_the_trivial_rankers_says_nothing() -> None:
+    won = Measured(screen="s", what="w", tau=0.6, ci=(0.4, 0.8), trivial="flops",
+                   trivial_tau=0.3, verdict="beats it")  # fmt: skip
+    assert won.caveat() is None
+    tied = Measured(screen="s", what="w", tau=0.35, ci=(0.1, 0.6), trivial="flops",
+                    trivial_tau=0.3, verdict="within noise")  # fmt: skip
+    assert "does no better beyond noise" in tied.caveat() and "FLOPs alone" in tied.caveat()

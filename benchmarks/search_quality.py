@@ -123,6 +123,8 @@ def main() -> None:
                                     "median_curve": group["median"]}  # fmt: skip
 
     # The higher budget: each sampler's best front, and the hand designs.
+    base = study_space(args, args.samplers[0], args.seeds[0])
+    designed = {arch.hash: label for label, arch in hand_designs(base).items()}
     verified: dict[str, list[dict[str, Any]]] = {}
     for name, group in data["groups"].items():
         best = max(group["studies"], key=lambda s: data["curves"][s][-1])
@@ -134,12 +136,12 @@ def main() -> None:
         verified[name] = [r for r in report.rows if r["trial_number"] in report.front]
         result["samplers"][name]["verified"] = [
             {"trial": r["trial_number"], "accuracy": r["accuracy"], "se": r["accuracy_se"],
+             "hand_design": designed.get(r.get("arch_hash")),
              "flops": r["flops"], "latency_ms": r["latency_ms"], "placement": r["placement"]}
             for r in report.rows
         ]  # fmt: skip
         result["samplers"][name]["verify_tau"] = [report.kendall_tau, *report.kendall_ci]
 
-    base = study_space(args, args.samplers[0], args.seeds[0])
     evaluator = Evaluator(
         stand_alone(base, epochs=args.verify_epochs, seeds=args.verify_seeds),
         storage=args.storage,
@@ -182,6 +184,8 @@ def main() -> None:
         for name, rows in verified.items():
             for r in rows:
                 if r["flops"] > hand["flops"] or r["latency_ms"] > hand["latency_ms"]:
+                    continue
+                if r.get("arch_hash") in designed:  # the search's seeded paper designs
                     continue
                 own = r["seed_accuracies"]
                 se = math.hypot(standard_error(own, sigma, len(own) or 1), hand_se)

@@ -16,6 +16,10 @@ Kendall's tau with its bootstrap 95% interval, over the same candidates:
 
     .venv/bin/python benchmarks/screens.py --fidelity benchmarks/results/fidelity-resnet50.jsonl \\
         --json benchmarks/results/screens.json
+
+Each screen is also compared with the best trivial ranker: the paired bootstrap interval of
+the difference of their taus. ``--screens oneshot --oneshot-set KEY=VALUE`` measures one
+supernet setting against the same target (the trivial rankers always run).
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from fidelity import load, tau_line  # beside this script
 from se_search.evaluation.evaluator import Evaluator
 from se_search.evaluation.proxies import PROXIES
 from se_search.models.arch import Architecture
-from se_search.space import build_model, load_space
+from se_search.space import SearchSpace, build_model, load_space
 from se_search.stats.ranking import kendall_difference_ci
+
+SECTIONS = ("proxies", "oneshot", "finetune")
+TRIVIAL = ("params", "flops", "latency_ms", "SE blocks")
 
 
 def main() -> None:
@@ -46,6 +53,14 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite:///benchmarks/results/screens.db")
     parser.add_argument("--artifacts", default="benchmarks/results/screens_artifacts")
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument(
+        "--screens", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+        help="which screens besides the trivial rankers (always: the comparison needs them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--oneshot-set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a YAML key for the supernet, e.g. evaluation.supernet.epochs=24",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -65,10 +80,7 @@ def main() -> None:
         f"{len(labels)} candidates; target: accuracy after {long} epochs, mean over seeds "
         f"{long_seeds}"
     )
-    base = load_space(
-        args.space,
-        [f"storage={args.storage}", f"search.artifacts={args.artifacts}", "latency.mode=lut"],
-    )
+    base = load_space(args.space, [*common(args), "latency.mode=lut"])
     result: dict[str, Any] = {
         "candidates": len(labels),
         "target_epochs": long,
@@ -112,69 +124,85 @@ def main() -> None:
         "number of SE blocks", [len(archs[label]) for label in labels], target
     )
 
-    print("zero-cost proxies (one batch of 64 training images, untrained networks):")
-    images, labels_batch = next(
-        iter(torch.utils.data.DataLoader(evaluator.data.train, batch_size=64))
-    )
-    for name, proxy in PROXIES.items():
-        start, scores = time.perf_counter(), []
-        for label in labels:
-            torch.manual_seed(base.search.seed)
-            scores.append(proxy(build_model(base, archs[label]), images, labels_batch))
-        screens[name] = tau_line(name, scores, target)
-        screens[name]["seconds_per_candidate"] = (time.perf_counter() - start) / len(labels)
-
-    print("one-shot supernet:")
-    oneshot = Evaluator(
-        base.model_copy(
-            update={"evaluation": base.evaluation.model_copy(update={"strategy": "oneshot"})}
-        ),
-        artifacts=Path(args.artifacts),
-    )
-    start = time.perf_counter()
-    scorer = oneshot.scorer  # trains the supernet once (or loads it)
-    trained_in = time.perf_counter() - start
-    start = time.perf_counter()
-    scored = [scorer.scores(archs[label]) for label in labels]
-    per = (time.perf_counter() - start) / len(labels)
-    for metric in ("top1", "nll"):
-        screens[f"oneshot {metric}"] = tau_line(
-            f"oneshot, validation {metric}", [s[metric] for s in scored], target
-        )
-        screens[f"oneshot {metric}"].update(seconds_per_candidate=per, supernet_seconds=trained_in)
-
-    print(f"pretrain once, fine-tune each ({args.finetune_epochs} epochs):")
-    finetune = Evaluator(
-        load_space(
-            args.space,
-            [
-                f"storage={args.storage}",
-                f"search.artifacts={args.artifacts}",
-                "backbone.weights=self",
-                "evaluation.strategy=finetune",
-                f"evaluation.epochs={args.finetune_epochs}",
-                "evaluation.noise_seeds=0",
-            ],
-        ),
-        artifacts=Path(args.artifacts),
-    )
-    start = time.perf_counter()
-    finetune.prepare()
-    pretrained_in = time.perf_counter() - start
-    start = time.perf_counter()
-    tuned = [finetune.train(archs[label], [base.search.seed]).accuracy for label in labels]
-    screens["self finetune"] = tau_line("self-pretrained, fine-tuned", tuned, target)
-    screens["self finetune"].update(
-        seconds_per_candidate=(time.perf_counter() - start) / len(labels),
-        pretrain_seconds=pretrained_in,
-    )
+    candidates = [archs[label] for label in labels]
+    if "proxies" in args.screens:
+        proxies(screens, base, evaluator, candidates, target)
+    if "oneshot" in args.screens:
+        oneshot(screens, args, candidates, target)
+    if "finetune" in args.screens:
+        finetune(screens, args, base, candidates, target)
     result["versus_trivial"] = versus_trivial(screens, target)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
         print(f"figures written to {args.json}")
 
 
-TRIVIAL = ("params", "flops", "latency_ms", "SE blocks")
+def proxies(
+    screens: dict, base: SearchSpace, evaluator: Evaluator, archs: list, target: list
+) -> None:
+    """The zero-cost proxies on each untrained candidate, one batch of training images."""
+    print("zero-cost proxies (one batch of 64 training images, untrained networks):")
+    images, labels = next(iter(torch.utils.data.DataLoader(evaluator.data.train, batch_size=64)))
+    for name, proxy in PROXIES.items():
+        start, scores = time.perf_counter(), []
+        for arch in archs:
+            torch.manual_seed(base.search.seed)
+            scores.append(proxy(build_model(base, arch), images, labels))
+        screens[name] = tau_line(name, scores, target)
+        screens[name]["seconds_per_candidate"] = (time.perf_counter() - start) / len(archs)
+
+
+def oneshot(screens: dict, args: argparse.Namespace, archs: list, target: list) -> None:
+    """The supernet (trained once, or loaded from the artifacts), scored on validation top-1
+    and NLL; ``--oneshot-set`` changes how it is built and trained."""
+    print(f"one-shot supernet ({', '.join(args.oneshot_set) or 'as the space sets it'}):")
+    evaluator = Evaluator(
+        load_space(args.space, [*common(args), "evaluation.strategy=oneshot", *args.oneshot_set]),
+        artifacts=Path(args.artifacts),
+    )
+    start = time.perf_counter()
+    scorer = evaluator.scorer  # trains the supernet once (or loads it)
+    trained_in = time.perf_counter() - start
+    start = time.perf_counter()
+    scored = [scorer.scores(arch) for arch in archs]
+    per = (time.perf_counter() - start) / len(archs)
+    for metric in ("top1", "nll"):
+        screen = screens[f"oneshot {metric}"] = tau_line(
+            f"oneshot, validation {metric}", [s[metric] for s in scored], target
+        )
+        screen.update(
+            seconds_per_candidate=per, supernet_seconds=trained_in, settings=args.oneshot_set
+        )
+
+
+def finetune(
+    screens: dict, args: argparse.Namespace, base: SearchSpace, archs: list, target: list
+) -> None:
+    """Each candidate fine-tuned from a backbone pretrained once on the data (``self``)."""
+    print(f"pretrain once, fine-tune each ({args.finetune_epochs} epochs):")
+    evaluator = Evaluator(
+        load_space(
+            args.space,
+            [*common(args), "backbone.weights=self", "evaluation.strategy=finetune",
+             f"evaluation.epochs={args.finetune_epochs}", "evaluation.noise_seeds=0"],
+        ),
+        artifacts=Path(args.artifacts),
+    )  # fmt: skip
+    start = time.perf_counter()
+    evaluator.prepare()
+    pretrained_in = time.perf_counter() - start
+    start = time.perf_counter()
+    tuned = [evaluator.train(arch, [base.search.seed]).accuracy for arch in archs]
+    screens["self finetune"] = tau_line("self-pretrained, fine-tuned", tuned, target)
+    screens["self finetune"].update(
+        seconds_per_candidate=(time.perf_counter() - start) / len(archs),
+        pretrain_seconds=pretrained_in,
+    )
+
+
+def common(args: argparse.Namespace) -> list[str]:
+    """The overrides every screen's space gets: the results database and artifacts."""
+    return [f"storage={args.storage}", f"search.artifacts={args.artifacts}"]
 
 
 def versus_trivial(screens: dict[str, dict[str, Any]], target: list[float]) -> dict[str, Any]:

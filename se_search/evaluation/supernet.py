@@ -19,6 +19,9 @@ has its own, and nothing at unselected sites) in which every selected site is a
   so every ratio's weights are a slice of the smallest ratio's (slimmable networks, Yu et al.
   2019). Squeeze and gate choices share those weights too (NoSqueeze runs the same two 1×1
   convs at every position of the map instead of once on its pooled values).
+- With ``evaluation.supernet.se_weights: per_ratio`` each ratio has its own SE block
+  instead (an option per variant and ratio, ``standard:16``), so ratios do not compete for
+  one set of weights; each is trained only when a sampled architecture picks it.
 - Variants do *not* share SE weights with each other: ``pre`` sees the block's input,
   ``standard`` the branch, ``post`` the sum, ``identity`` the shortcut; their statistics differ.
 
@@ -91,34 +94,46 @@ class ChoiceSite(nn.Module):
         self._ses = ses  # the SE block of each variant that adds one (inside its option)
         self.active = "none" if "none" in options else next(iter(options))
 
-    def activate(self, choice: SEChoice) -> None:
-        if choice.variant not in self.options:
+    def option(self, choice: SEChoice) -> str:
+        """The option that runs ``choice``: its variant's, or its variant and ratio's when
+        each ratio has its own SE block."""
+        per_ratio = f"{choice.variant}:{choice.reduction}"
+        key = per_ratio if per_ratio in self.options else choice.variant
+        if key not in self.options:
             raise ValueError(
                 f"variant {choice.variant!r} is not an option here; options: "
                 f"{', '.join(self.options)}"
             )
-        self.active = choice.variant
-        if choice.variant in self._ses:
-            self._ses[choice.variant].activate(choice)
+        return key
+
+    def activate(self, choice: SEChoice) -> None:
+        self.active = self.option(choice)
+        if self.active in self._ses:
+            self._ses[self.active].activate(choice)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.options[self.active](x)
 
 
 def _options(space: SearchSpace, site: Site, block: nn.Module) -> ChoiceSite:
-    widest = min(space.choices.reduction)
+    ratios = space.choices.reduction
+    per_ratio = space.evaluation.supernet.se_weights == "per_ratio"
     options: dict[str, nn.Module] = {}
     ses: dict[str, SlimmableSE] = {}
     for variant in space.variants_at(site):
         if variant == "keep" or (variant == "none" and not site.existing):
             options[variant] = block
             continue
-        se = None
-        if VARIANTS[variant].adds_block:
-            se = ses[variant] = SlimmableSE(
-                site.channels(variant), reduction=min(widest, site.channels(variant)), act=site.act
-            )
-        options[variant] = space.family.wrap(shared_twin(block), se, variant)
+        if not VARIANTS[variant].adds_block:
+            options[variant] = space.family.wrap(shared_twin(block), None, variant)
+            continue
+        channels = site.channels(variant)
+        # one block at the widest ratio, sliced; or one per ratio, named variant:ratio
+        for key, ratio in (
+            [(f"{variant}:{r}", r) for r in ratios] if per_ratio else [(variant, min(ratios))]
+        ):
+            se = ses[key] = SlimmableSE(channels, reduction=min(ratio, channels), act=site.act)
+            options[key] = space.family.wrap(shared_twin(block), se, variant)
     return ChoiceSite(options, ses)
 
 
@@ -166,7 +181,7 @@ class Supernet(nn.Module):
         for name in self.sites:
             if key.startswith(name + "."):
                 rest = key[len(name) + 1 :]
-                return f"{name}.options.{arch.choice(name).variant}.{rest}"
+                return f"{name}.options.{self.sites[name].option(arch.choice(name))}.{rest}"
         return key
 
     def extract(self, arch: Architecture) -> nn.Module:

@@ -168,6 +168,9 @@ class SupernetSpec(_Section):
     random_per_step: NonNegativeInt = 2
     #: Training batches whose statistics recalibrate BatchNorm before a candidate is scored.
     calibration_batches: PositiveInt = 4
+    #: slimmable: every ratio of a variant is a slice of one SE block; per_ratio: each ratio
+    #: has its own (trained only when sampled).
+    se_weights: Literal["slimmable", "per_ratio"] = "slimmable"
 
 
 class EvaluationSpec(_Section):

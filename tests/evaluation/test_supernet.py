@@ -134,6 +134,40 @@ def test_a_candidate_holds_exactly_the_supernets_sliced_weights() -> None:
             assert torch.equal(p, own[key]), name
 
 
+def test_per_ratio_se_weights_give_each_ratio_its_own_block() -> None:
+    """``se_weights: per_ratio``: an option per variant and ratio, each with a full-width SE
+    block of its ratio; a candidate still computes exactly what the supernet does for it."""
+    from se_search.evaluation.oneshot import supernet_key
+
+    space = _space("resnet18", **{"evaluation.supernet.se_weights": "per_ratio"})
+    assert supernet_key(space) != supernet_key(_space("resnet18"))  # another checkpoint
+    supernet = _perturbed(Supernet(space))
+    site = supernet.sites["layer2.1"]
+    assert {"none", "standard:4", "standard:8", "pre:4", "pre:8"} <= set(site.options)
+    four, eight = site.options["standard:4"].se, site.options["standard:8"].se
+    assert four.fc1.out_channels == four.channels // 4
+    assert eight.fc1.out_channels == eight.channels // 8
+    assert four.fc1.weight.data_ptr() != eight.fc1.weight.data_ptr()  # not slices of one
+    assert site.options["standard:8"].conv1.weight is site.options["none"].conv1.weight
+    x = torch.randn(2, 3, 32, 32)
+    rng = random.Random(1)
+    for arch in [
+        largest(space),
+        smallest(space),
+        *(random_architecture(space, rng) for _ in range(3)),
+    ]:
+        supernet.activate(arch)
+        with torch.no_grad():
+            expected = supernet(x)
+            got = supernet.extract(arch).eval()(x)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=arch.summary)
+    ratio_8 = Architecture({"layer2.1": "standard:8"})
+    supernet.activate(ratio_8)
+    assert site.active == "standard:8"
+    model = supernet.extract(ratio_8)
+    assert torch.equal(model.get_submodule("layer2.1").se.fc1.weight, eight.fc1.weight)
+
+
 def test_the_none_candidate_is_the_plain_backbone_with_the_same_weights() -> None:
     space = _space("resnet18")
     supernet = _perturbed(Supernet(space))

@@ -1,11 +1,17 @@
-"""Screenshots of a study for the README: the dashboard's Pareto front, the report's heatmap.
+"""Screenshots for the README: a study's dashboard Pareto front and report heatmap, or the
+hypervolume figure of a comparison of studies.
 
     .venv/bin/python dashboards/screenshots.py --storage sqlite:///se_search.db \\
         --study resnet50-se [--out dashboards/screenshots]
+    .venv/bin/python dashboards/screenshots.py \\
+        --storage sqlite:///benchmarks/results/search_quality.db \\
+        --compare nsga2-seed0 nsga2-seed1 ... --name search-quality-hypervolume
 
-Starts ``se-search dashboard`` on a free port and writes the report to a temporary file, then
-opens both in headless Chromium (see ``se_search/browser.py`` for what that needs) and saves
-``dashboard-pareto.png`` and ``report-heatmap.png``.
+The first starts ``se-search dashboard`` on a free port and writes the report to a temporary
+file, then opens both in headless Chromium (see ``se_search/testing/browser.py`` for what
+that needs) and saves ``dashboard-pareto.png`` and ``report-heatmap.png``. The second writes
+the comparison report (``se-search report --study A --study B ...``) and saves its
+hypervolume-against-trials figure as ``<name>.png``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from se_search.outputs.compare import write_comparison
 from se_search.outputs.report import write_report
 from se_search.testing.browser import headless_chromium, open_and_wait
 from se_search.testing.dashboard import dashboard_process
@@ -28,12 +36,21 @@ HEATMAP = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default="sqlite:///se_search.db")
-    parser.add_argument("--study", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study")
+    which.add_argument("--compare", nargs="+", metavar="STUDY")
+    parser.add_argument("--name", default="compare-hypervolume", help="with --compare")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "screenshots")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     driver = headless_chromium(width=1280, height=1000)
+    if args.compare:
+        try:
+            comparison(driver, args.storage, args.compare, args.out / f"{args.name}.png")
+        finally:
+            driver.quit()
+        return
     try:
         with dashboard_process(args.storage) as server:
             ids = {s["study_name"]: s["study_id"] for s in server.studies}
@@ -53,6 +70,19 @@ def main() -> None:
     finally:
         driver.quit()
     print(f"wrote {args.out / 'dashboard-pareto.png'} and {args.out / 'report-heatmap.png'}")
+
+
+def comparison(driver: Any, storage: str, studies: list[str], png: Path) -> None:
+    """The comparison report's first figure, hypervolume against trials, as ``png``."""
+    figure = "document.getElementById('figure-0')"
+    with tempfile.TemporaryDirectory() as tmp:
+        page = write_comparison(storage, studies, Path(tmp) / "compare.html")
+        open_and_wait(driver, page.as_uri(), f"{figure} && {figure}.data")
+        time.sleep(1.0)  # let plotly finish drawing
+        section = driver.execute_script(f"return {figure}.closest('section')")
+        driver.execute_script("arguments[0].scrollIntoView()", section)
+        section.screenshot(str(png))
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

@@ -83,9 +83,7 @@ def make_sampler(space: SearchSpace, *, resumed_at: int = 0) -> optuna.samplers.
     with ``seed + resumed_at``: the seed alone would draw the first run's architectures
     again, copies that cost a trial each (and, run concurrently, a second training)."""
     search = space.search
-    return SAMPLERS[search.sampler](
-        seed=search.seed + resumed_at, population=search.random_trials
-    )
+    return SAMPLERS[search.sampler](seed=search.seed + resumed_at, population=search.random_trials)
 
 
 def _param_axes(space: SearchSpace, site: Site) -> dict[str, list[Any]]:

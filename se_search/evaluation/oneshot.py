@@ -70,6 +70,27 @@ def supernet_key(space: SearchSpace) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def step_losses(
+    supernet: Supernet,
+    archs: list[Architecture],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    distill: bool,
+) -> Iterator[torch.Tensor]:
+    """Each of a step's architectures' loss on one batch, one at a time (the caller's
+    backward between them keeps one graph in memory). With ``distill`` the first (sandwich:
+    the largest) learns the labels and the others its predicted distribution: the
+    cross-entropy to its detached softmax."""
+    teacher = None
+    for arch in archs:
+        supernet.activate(arch)
+        logits = supernet(images)
+        yield nn.functional.cross_entropy(logits, labels if teacher is None else teacher)
+        if distill and teacher is None:
+            teacher = logits.detach().softmax(dim=1)
+
+
 def train_supernet(
     supernet: Supernet,
     *,
@@ -87,7 +108,6 @@ def train_supernet(
     optimizer, schedule = make_optimizer(
         supernet, lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay, steps=steps
     )
-    loss_fn = nn.CrossEntropyLoss()
     reports = []
     per_step = len(step_architectures(space, random.Random(0)))
     start = time.perf_counter()
@@ -98,9 +118,7 @@ def train_supernet(
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             archs = step_architectures(space, rng)
-            for arch in archs:
-                supernet.activate(arch)
-                loss = loss_fn(supernet(images), labels)
+            for loss in step_losses(supernet, archs, images, labels, distill=cfg.distill):
                 # the mean over the step's architectures: a step as large as one network's
                 (loss / len(archs)).backward()
                 total += loss.detach()

@@ -171,6 +171,18 @@ class SupernetSpec(_Section):
     #: slimmable: every ratio of a variant is a slice of one SE block; per_ratio: each ratio
     #: has its own (trained only when sampled).
     se_weights: Literal["slimmable", "per_ratio"] = "slimmable"
+    #: sandwich only: the smaller architectures of a step learn the largest one's predicted
+    #: distribution instead of the labels (in-place distillation, Yu et al. 2020, BigNAS).
+    distill: bool = False
+
+    @model_validator(mode="after")
+    def _distill_needs_a_teacher(self) -> SupernetSpec:
+        if self.distill and self.sampling != "sandwich":
+            raise ValueError(
+                "distill needs the largest architecture in every step as the teacher: set "
+                "sampling: sandwich, or distill: false"
+            )
+        return self
 
 
 class EvaluationSpec(_Section):

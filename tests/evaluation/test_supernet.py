@@ -168,6 +168,40 @@ def test_per_ratio_se_weights_give_each_ratio_its_own_block() -> None:
     assert torch.equal(model.get_submodule("layer2.1").se.fc1.weight, eight.fc1.weight)
 
 
+@pytest.mark.parametrize("distill", [False, True])
+def test_a_step_distils_the_largest_into_the_others_when_asked(distill: bool) -> None:
+    from se_search.evaluation.oneshot import step_losses
+
+    space = _space("resnet18", **{"evaluation.supernet.distill": distill})
+    torch.manual_seed(0)
+    supernet = Supernet(space).train()
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5])
+    archs = [largest(space), smallest(space)]
+    losses = [
+        loss.item() for loss in step_losses(supernet, archs, images, labels, distill=distill)
+    ]
+    with torch.no_grad():  # the same forwards by hand (training-mode BN: batch statistics)
+        supernet.activate(archs[0])
+        big = supernet(images)
+        supernet.activate(archs[1])
+        small = supernet(images)
+    ce = nn.functional.cross_entropy
+    assert losses[0] == pytest.approx(ce(big, labels).item(), rel=1e-5)
+    target = big.softmax(dim=1) if distill else labels
+    assert losses[1] == pytest.approx(ce(small, target).item(), rel=1e-5)
+    assert losses[1] != pytest.approx(
+        ce(small, big.softmax(dim=1) if not distill else labels).item()
+    )
+
+
+def test_distillation_needs_the_sandwich_rule() -> None:
+    from se_search.errors import SpaceError
+
+    with pytest.raises(SpaceError, match="set sampling: sandwich"):
+        _space("resnet18", **{"evaluation.supernet.distill": True,
+                              "evaluation.supernet.sampling": "uniform"})  # fmt: skip
+
+
 def test_the_none_candidate_is_the_plain_backbone_with_the_same_weights() -> None:
     space = _space("resnet18")
     supernet = _perturbed(Supernet(space))

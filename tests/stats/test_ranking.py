@@ -64,9 +64,7 @@ def test_kendall_difference_ci_against_hand_values() -> None:
     target = [0.1, 0.4, 0.2, 0.8, 0.5, 0.9, 0.3]
     # a ranks exactly as the target, b exactly against it: tau 1 - (-1) = 2 in every draw
     # (draws that leave a list constant are left out)
-    assert kendall_difference_ci(target, [-t for t in target], target) == pytest.approx(
-        (2.0, 2.0)
-    )
+    assert kendall_difference_ci(target, [-t for t in target], target) == pytest.approx((2.0, 2.0))
     assert kendall_difference_ci(target, target, target) == pytest.approx((0.0, 0.0))
     assert all(x != x for x in kendall_difference_ci([1, 1, 1], target[:3], target[:3]))
 

@@ -56,7 +56,7 @@ def kendall_difference_ci(
     """A paired bootstrap confidence interval for tau(a, target) - tau(b, target): does
     screen ``a`` rank the candidates better than screen ``b``, beyond the noise of which
     candidates were drawn? The same resamples of candidates score both screens, so the
-    interval is much narrower than the two taus' own intervals side by side. ``a`` beats
+    interval is narrower than the two taus' own intervals taken together. ``a`` beats
     ``b`` beyond noise when the interval's low end is above 0. ``(nan, nan)`` below 3
     candidates or when any list is constant.
     """

@@ -39,7 +39,10 @@ def test_the_figures_are_the_benchmarks(strategy: str) -> None:
 
 def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured() -> None:
     default = rank_caveat(_space())  # train, 8 epochs, digits
-    assert default and "8-epoch training" in default and "se-search verify" in default
+    assert default and "8-epoch training" in default
+    assert default.endswith(
+        "verify --study resnet50-se --storage sqlite:///se_search.db --epochs 32 --seeds 2"
+    )
     assert rank_caveat(_space(**{"evaluation.epochs": 32})) is None  # longer: not measured
     assert rank_caveat(_space(**{"data.dataset": "cifar10"})) is None
     oneshot = rank_caveat(_space(**{"evaluation.strategy": "oneshot"}))
@@ -53,7 +56,9 @@ def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured(
 def test_a_strategy_that_beats_the_trivial_rankers_says_nothing() -> None:
     won = Measured(screen="s", what="w", tau=0.6, ci=(0.4, 0.8), trivial="flops",
                    trivial_tau=0.3, verdict="beats it")  # fmt: skip
-    assert won.caveat() is None
+    assert won.caveat("se-search verify") is None
     tied = Measured(screen="s", what="w", tau=0.35, ci=(0.1, 0.6), trivial="flops",
                     trivial_tau=0.3, verdict="within noise")  # fmt: skip
-    assert "does no better beyond noise" in tied.caveat() and "FLOPs alone" in tied.caveat()
+    said = tied.caveat("se-search verify --epochs 32")
+    assert "does no better beyond noise" in said and "FLOPs alone" in said
+    assert said.endswith("before trusting its order: se-search verify --epochs 32")

@@ -28,12 +28,12 @@ def test_the_figures_are_the_benchmarks(strategy: str) -> None:
     versus = result["versus_trivial"]
     assert measured.trivial == versus["best"]
     best = result["screens"][versus["best"]]
-    assert measured.trivial_tau == pytest.approx(best["tau"], abs=5e-4)
+    assert measured.trivial_tau == pytest.approx(best["tau"], abs=5e-5)
     if screen["tau"] is None:  # ranks nothing
         assert measured.tau is None and measured.ci is None and measured.verdict == "loses"
     else:
-        assert measured.tau == pytest.approx(screen["tau"], abs=5e-4)
-        assert measured.ci == pytest.approx(tuple(screen["ci"]), abs=5e-4)
+        assert measured.tau == pytest.approx(screen["tau"], abs=5e-5)
+        assert measured.ci == pytest.approx(tuple(screen["ci"]), abs=5e-5)
         assert measured.verdict == versus["screens"][measured.screen]["verdict"]
 
 

@@ -124,7 +124,8 @@ def main() -> None:
 
     # The higher budget: each sampler's best front, and the hand designs.
     base = study_space(args, args.samplers[0], args.seeds[0])
-    designed = {arch.hash: label for label, arch in hand_designs(base).items()}
+    designs = hand_designs(base)
+    designed = {arch.hash: label for label, arch in designs.items()}
     verified: dict[str, list[dict[str, Any]]] = {}
     for name, group in data["groups"].items():
         best = max(group["studies"], key=lambda s: data["curves"][s][-1])
@@ -149,7 +150,7 @@ def main() -> None:
     seeds = [base.search.seed + i for i in range(args.hand_seeds)]
     done = _trained_hands(args.hands_out)  # resumable: one JSON line per training
     hands = {}
-    for label, arch in hand_designs(base).items():
+    for label, arch in designs.items():
         accuracies = []
         for seed in seeds:
             key = (label, seed, args.verify_epochs)
@@ -167,8 +168,7 @@ def main() -> None:
         print(f"  hand design {label}: {hands[label]['accuracy']:.4f} {accuracies}", flush=True)
     result["hand_designs"] = hands
 
-    # Noise of the higher budget: pooled over every multi-seed training there, else the
-    # seed-to-seed σ measured by benchmarks/fidelity.py at 4x the default budget.
+    # Noise of the higher budget: pooled over the hand designs' seeds.
     sigma, dof = pooled_sd([h["accuracies"] for h in hands.values()])
     result["sigma"], result["sigma_dof"] = sigma, dof
     print(f"\nnoise at {args.verify_epochs} epochs: σ = {sigma} ({dof} degrees of freedom, "

@@ -15,7 +15,13 @@ from se_search.commands import flag
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site
 from se_search.space import SearchSpace
-from se_search.storage.database import StorageError, redact, retry_racing, sqlite_busy_timeout
+from se_search.storage.database import (
+    StorageError,
+    redact,
+    retry_racing,
+    serialize_sqlite,
+    sqlite_busy_timeout,
+)
 
 __all__ = [
     "SAMPLERS",
@@ -41,10 +47,14 @@ DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 
 def open_storage(storage: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage on ``storage``; a race to create its tables is retried."""
-    return retry_racing(
+    """Optuna's storage on ``storage``; a race to create its tables is retried. On SQLite
+    its transactions are serialized, so that two processes never pop the same queued trial
+    (:func:`~se_search.storage.database.serialize_sqlite`)."""
+    rdb = retry_racing(
         lambda: optuna.storages.RDBStorage(storage, engine_kwargs=sqlite_busy_timeout(storage))
     )
+    serialize_sqlite(rdb.engine)
+    return rdb
 
 
 def open_study(

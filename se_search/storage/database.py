@@ -28,6 +28,7 @@ __all__ = [
     "open_engine",
     "redact",
     "retry_racing",
+    "serialize_sqlite",
     "sqlite_busy_timeout",
     "transaction",
 ]
@@ -47,17 +48,43 @@ def sqlite_busy_timeout(url: str) -> dict[str, Any]:
     return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
 
 
-def _sqlite_wal(engine: Engine) -> None:
+def serialize_sqlite(engine: Engine, *, writes: bool = True) -> Engine:
+    """On SQLite, make each of ``engine``'s transactions take the write lock when it begins
+    (unless the engine only reads: ``writes=False``).
+
+    Python's sqlite3 driver begins a transaction only at the first write, so a read and
+    the write that depends on it are not atomic: two processes could both read a WAITING
+    Optuna trial and both set it RUNNING, and run it twice (``SELECT ... FOR UPDATE`` does
+    nothing on SQLite). ``BEGIN IMMEDIATE`` serializes transactions instead; a writer waits
+    for the lock (``busy_timeout``) rather than failing. WAL lets readers outside a
+    transaction go on meanwhile. Connections already pooled are dropped so that every one
+    is set up this way. Other databases are left alone.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        if writes:
+            dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
+    if writes:
 
-def open_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for ``url``, with errors that name the fix (and no password)."""
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()
+    return engine
+
+
+def open_engine(url: str, *, read_only: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url``, with errors that name the fix (and no password);
+    on SQLite, with serialized transactions unless ``read_only``."""
     shown = redact(url)
     try:
         make_url(url)
@@ -72,9 +99,7 @@ def open_engine(url: str) -> Engine:
             f"storage {shown!r} needs a database driver that is not installed ({err.name}); "
             "install it (e.g. pip install 'psycopg[binary]')"
         ) from None
-    if url.startswith("sqlite"):
-        _sqlite_wal(engine)
-    return engine
+    return serialize_sqlite(engine, writes=not read_only)
 
 
 @contextmanager

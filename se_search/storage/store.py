@@ -64,7 +64,7 @@ class ResultsStore(SeedRecords):
         self.url = url
         if read_only:
             _require_existing(url)
-        self.engine = open_engine(url)
+        self.engine = open_engine(url, read_only=read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
             if read_only:

@@ -3,7 +3,8 @@
 1. Runs the space's search with each sampler (NSGA-II, TPE, random) under several seeds, the
    same number of trials each, every study in one results database (``<sampler>-seed<k>``),
    and compares their hypervolume after each trial on one normalisation (the comparison
-   report's arithmetic, :mod:`se_search.outputs.compare`): median and IQR per sampler.
+   report's arithmetic, :mod:`se_search.outputs.compare`): median and IQR per sampler,
+   and the differences between samplers paired by seed, with a Student t interval.
 2. Retrains each sampler's best front (the seed whose final hypervolume is highest) at a
    higher budget (``verify --epochs N --seeds K``), and trains the hand designs at that
    budget under ``--hand-seeds`` seeds: ``none``; ``standard:16`` everywhere (the paper);
@@ -40,6 +41,7 @@ from se_search.outputs.compare import comparison_data, write_comparison
 from se_search.outputs.verify import stand_alone, verify
 from se_search.space import SearchSpace, load_space
 from se_search.stats.noise import pooled_sd, standard_error
+from se_search.stats.spread import paired_difference
 
 SAMPLERS = ("nsga2", "tpe", "random")
 
@@ -121,6 +123,7 @@ def main() -> None:
         print(f"  {name:8s} median {median:.4f}  IQR {q1:.4f}-{q3:.4f}  runs {finals}")
         result["samplers"][name] = {"final": group["final"], "runs": finals,
                                     "median_curve": group["median"]}  # fmt: skip
+    result["paired"] = paired_finals(data, args.samplers, args.seeds)
 
     # The higher budget: each sampler's best front, and the hand designs.
     base = study_space(args, args.samplers[0], args.seeds[0])
@@ -201,6 +204,39 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(f"figures written to {args.json}; comparison report {args.html}")
+
+
+def paired_finals(
+    data: dict[str, Any], samplers: list[str], seeds: list[int]
+) -> dict[str, dict[str, Any]]:
+    """Final hypervolume differences between samplers, paired by seed.
+
+    At one seed the samplers share their random phase (the same enqueued references, then
+    the same random draws), so a seed's difference is what learning added; the Student t
+    interval over seeds says whether it is beyond the seed-to-seed noise.
+    """
+    final = {s: data["curves"][s][-1] for s in data["curves"]}
+    out: dict[str, dict[str, Any]] = {}
+    print("\nfinal hypervolume, paired by seed (mean difference, 95% t interval):")
+    for i, first in enumerate(samplers):
+        for second in samplers[i + 1 :]:
+            both = [
+                k for k in seeds if f"{first}-seed{k}" in final and f"{second}-seed{k}" in final
+            ]
+            if len(both) < 2:
+                continue
+            a = [final[f"{first}-seed{k}"] for k in both]
+            b = [final[f"{second}-seed{k}"] for k in both]
+            mean, low, high = paired_difference(a, b)
+            verdict = "within noise" if low <= 0 <= high else "beyond noise"
+            key = f"{first} - {second}"
+            diffs = [x - y for x, y in zip(a, b)]
+            out[key] = {"seeds": both, "differences": diffs, "mean": mean, "ci": [low, high],
+                        "verdict": verdict}  # fmt: skip
+            shown = ", ".join(f"{d:+.4f}" for d in diffs)
+            print(f"  {key:16s} {mean:+.4f} [{low:+.4f}, {high:+.4f}] {verdict} "
+                  f"(seeds {both}: {shown})")  # fmt: skip
+    return out
 
 
 def _trained_hands(path: Path) -> dict[tuple[str, int, int], float]:

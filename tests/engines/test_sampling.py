@@ -65,9 +65,7 @@ study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
 popped = []
 while True:
     trial = study.ask()
-    if "x" not in trial.params and not study._storage.get_trial_system_attrs(
-        trial._trial_id
-    ).get("fixed_params"):
+    if "queued" not in trial.user_attrs:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the queue is empty
         break
     popped.append(trial.number)
@@ -83,7 +81,7 @@ def test_two_processes_never_pop_the_same_queued_trial_from_sqlite(tmp_path) -> 
     url = f"sqlite:///{tmp_path / 'q.db'}"
     study = optuna.create_study(study_name="queue", storage=open_storage(url))
     for x in range(300):
-        study.enqueue_trial({"x": x})
+        study.enqueue_trial({"x": x}, user_attrs={"queued": True})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen([sys.executable, "-c", _POP_QUEUE, url], stdout=subprocess.PIPE,

@@ -28,6 +28,8 @@ from se_search.storage.tables import CandidateState
 __all__ = ["GROUP_COLOURS", "build_comparison", "group_studies", "write_comparison"]
 
 GROUP_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+#: The trials that spent a study's budget (a failed one is queued again on resume).
+FINISHED = (CandidateState.COMPLETE, CandidateState.PRUNED)
 _SEED_SUFFIX = re.compile(r"^(?P<group>.+)-seed\d+$")
 
 
@@ -81,7 +83,7 @@ def comparison_data(
     curves = {
         study: hypervolume_by_trial(
             rows[study], objectives, scale,
-            max(c["trial_number"] for c in results.store.candidates(study)) + 1,
+            [c["trial_number"] for c in results.store.candidates(study, states=FINISHED)],
         )
         for study, results in opened.items()
     }  # fmt: skip

@@ -52,14 +52,17 @@ def hypervolume_history(
 
 
 def hypervolume_by_trial(
-    rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds, trials: int
+    rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds, trials: Sequence[int]
 ) -> list[float]:
-    """The hypervolume after trial 0, 1, ..., ``trials - 1``: of the front of the rows whose
-    ``trial_number`` is at most that. Trials that left no row (failed, pruned, infeasible,
-    a copy of an earlier one) change nothing, so studies compare trial for trial."""
+    """The hypervolume after each of ``trials`` (trial numbers): of the front of the rows
+    whose ``trial_number`` is at most that. Give the trials that spent the budget, the
+    finished ones: a failed trial is an interrupted one, queued again on resume, so counting
+    it would shift a study's curve one trial right. A trial that left no row (pruned,
+    infeasible, a copy of an earlier one) changes nothing, so studies compare trial for
+    trial."""
     ordered = sorted(rows, key=lambda r: r["trial_number"])
     history, seen, i = [], [], 0
-    for trial in range(trials):
+    for trial in sorted(trials):
         while i < len(ordered) and ordered[i]["trial_number"] <= trial:
             seen.append(ordered[i])
             i += 1

@@ -32,12 +32,15 @@ def test_studies_share_one_normalisation_and_reference_point() -> None:
     assert scale == {"accuracy": (0.5, 1.0), "flops": (10.0, 30.0)}
     # a: trial 0 is the worst accuracy (volume 0); from trial 2 on its front is
     # (0, 0.5) in losses: 1 * 0.5; trial 1 left no row, so nothing changes there
-    assert hypervolume_by_trial(a, objectives, scale, 4) == pytest.approx([0, 0, 0.5, 0.5])
+    assert hypervolume_by_trial(a, objectives, scale, range(4)) == pytest.approx([0, 0, 0.5, 0.5])
+    # trial 1 failed (an interrupted trial, queued again): it spent no budget, so trial 2's
+    # front is a's second point, not its third
+    assert hypervolume_by_trial(a, objectives, scale, [0, 2, 3]) == pytest.approx([0, 0.5, 0.5])
     # b alone: losses (0.5, 1) touch the reference point: 0
-    assert hypervolume_by_trial(b, objectives, scale, 2) == pytest.approx([0, 0])
+    assert hypervolume_by_trial(b, objectives, scale, range(2)) == pytest.approx([0, 0])
     # on a's own bounds its two points are the corners (1, 0) and (0, 1): volume 0, not the
     # 0.5 it has beside b. Each study on its own bounds would not compare.
-    assert hypervolume_by_trial(a, objectives, bounds(a, objectives), 3)[-1] == 0.0
+    assert hypervolume_by_trial(a, objectives, bounds(a, objectives), range(3))[-1] == 0.0
 
 
 def test_bands_are_the_median_and_quartiles_per_trial() -> None:

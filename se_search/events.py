@@ -213,3 +213,4 @@ class VerifyDone(Event):
     searched: float  # the search's accuracy
     accuracy: float  # stand-alone
     train_seconds: float
+    copied_from: str = ""  # "<study> trial N": another study's verify trained it

@@ -201,7 +201,9 @@ class SearchProgress:
 
     @__call__.register
     def _(self, event: VerifyDone) -> None:
+        how = (f"copied from {event.copied_from}, which trained it" if event.copied_from
+               else f"{event.train_seconds:.1f} s")  # fmt: skip
         self._print(
             f"  trial {event.trial}: {event.accuracy:.4f} stand-alone, "
-            f"{event.searched:.4f} in the search ({event.train_seconds:.1f} s)"
+            f"{event.searched:.4f} in the search ({how})"
         )

@@ -13,14 +13,25 @@ between the search's and the stand-alone accuracies measure how far the cheap sc
 trusted; the *verified front* is the Pareto front of the verified candidates with their
 stand-alone accuracies, marked ``on_front`` in ``se_verified``, its ties marked as the
 search's front's are.
+
+A training another study of the same database already verified is not done again: when
+that study trains the same way (:func:`training_key`: the same backbone, data and training
+settings) and has the architecture's seeds at this budget, their records (and checkpoints)
+are copied, and the progress line names where they came from. Training is deterministic on
+CPU for a given seed, so the copy is what training again would give; this is what makes
+verifying several seeds' studies of one search affordable, whose references (and often front
+members) are the same trainings.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from se_search.errors import SpaceError
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, space_from_json
@@ -33,7 +44,14 @@ from se_search.storage.database import StorageError, redact
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
-__all__ = ["VerifyReport", "chosen", "verified_rows", "verify"]
+__all__ = [
+    "VerifyReport",
+    "chosen",
+    "trained_elsewhere",
+    "training_key",
+    "verified_rows",
+    "verify",
+]
 
 
 @dataclass
@@ -47,6 +65,7 @@ class VerifyReport:
     kendall_ci: tuple[float, float] = (float("nan"), float("nan"))  # bootstrap 95%
     sigma: float | None = None  # the noise of the stand-alone accuracies
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # where they land
+    reused: list[int] = field(default_factory=list)  # copied from another study's verify
 
 
 def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) -> SearchSpace:
@@ -61,6 +80,55 @@ def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) ->
         update["seeds"] = seeds
     evaluation = space.evaluation.model_copy(update=update)
     return space.model_copy(update={"evaluation": evaluation})
+
+
+def training_key(space: SearchSpace) -> str:
+    """What a stand-alone training's result depends on besides the architecture, the seed and
+    the epochs (which each seed's record carries), hashed: two studies with one key train an
+    architecture under a seed for a budget alike."""
+    shape = stand_alone(space, epochs=None, seeds=None).model_dump(
+        mode="json",
+        include={"backbone", "data", "evaluation"},
+        exclude={"evaluation": {"epochs", "seeds", "noise_seeds", "early_stopping", "supernet"}},
+    )
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trained_elsewhere(
+    store: ResultsStore, space: SearchSpace, epochs: int
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The seed records that the database's other studies of the same :func:`training_key`
+    verified at ``epochs``, by ``(arch_hash, seed)``; each names its ``source``."""
+    key, found = training_key(space), {}
+    for other in store.studies():
+        run = store.latest_run(other)
+        if other == space.study_name or run is None:
+            continue
+        try:
+            if training_key(space_from_json(run.space_json, origin=f"study {other!r}")) != key:
+                continue
+        except SpaceError:  # a study an older se-search wrote: not comparable
+            continue
+        hashes = {v["trial_number"]: v["arch_hash"] for v in store.verified(other)}
+        for number, records in store.seed_results(other, verified=True).items():
+            for record in records:
+                if number in hashes and record["epochs"] == epochs:
+                    where = {"source": f"{other} trial {number}"}
+                    found.setdefault((hashes[number], record["seed"]), {**record, **where})
+    return found
+
+
+def _copied(records: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """Another study's seed records as this trial's training and its seeds' records."""
+    from se_search.evaluation.strategies import Trained
+    from se_search.evaluation.train import TrainResult
+
+    fields = ("accuracy", "epochs", "train_seconds", "history", "seed")
+    result = Trained([TrainResult(**{k: r[k] for k in fields}) for r in records])
+    runs = [
+        {**run, "checkpoint": r["checkpoint"]} for run, r in zip(result.seed_results(), records)
+    ]
+    return result, runs
 
 
 def chosen(
@@ -116,7 +184,8 @@ def verify(
     done = {v["trial_number"]: v for v in store.verified(study)}
     done_seeds = store.seed_results(study, verified=True)
     picked = chosen(store, study, top, space)
-    trained = []
+    elsewhere = trained_elsewhere(store, space, budget)
+    trained, reused = [], []
     for i, cand in enumerate(picked, 1):
         number, arch = cand["trial_number"], Architecture(cand["architecture"])
         wanted = evaluator.seeds(arch)
@@ -125,28 +194,36 @@ def verify(
         same = old and old["arch_hash"] == cand["arch_hash"] and old["epochs"] == budget
         if same and (set(wanted) <= have or (not have and len(wanted) == 1)):
             continue  # verified before at this budget (0.1.0 kept no seeds): resumable
-        listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
-        result = evaluator.train(arch, wanted)
-        runs = result.seed_results()
-        path = save_checkpoints(
-            result.models, runs, folder, number, arch, keep=evaluator.space.evaluation.seeds
-        )
+        copies = [elsewhere.get((cand["arch_hash"], seed)) for seed in wanted]
+        if all(copies):
+            result, runs = _copied(copies)  # type: ignore[arg-type]
+            path, source = runs[0]["checkpoint"], copies[0]["source"]  # type: ignore[index]
+            reused.append(number)
+        else:
+            listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
+            result = evaluator.train(arch, wanted)
+            runs, source = result.seed_results(), ""
+            keep = evaluator.space.evaluation.seeds
+            path = save_checkpoints(result.models, runs, folder, number, arch, keep=keep)
+            trained.append(number)
         store.add_seed_results(study, number, runs, verified=True)
         store.add_verified(
             study, number, arch_hash=cand["arch_hash"], searched_accuracy=cand["accuracy"],
             accuracy=result.accuracy, train_seconds=result.train_seconds, epochs=result.epochs,
             checkpoint=path,
         )  # fmt: skip
-        trained.append(number)
         listener(
             VerifyDone(
                 trial=number,
                 searched=cand["accuracy"],
                 accuracy=result.accuracy,
                 train_seconds=result.train_seconds,
+                copied_from=source,
             )
         )
-    return summarise(store, space, trained)
+    report = summarise(store, space, trained)
+    report.reused = reused
+    return report
 
 
 def verified_rows(store: ResultsStore, study: str) -> tuple[list[dict[str, Any]], float | None]:

@@ -160,3 +160,57 @@ def test_verify_at_a_higher_budget_under_seeds_ranks_with_an_interval(
     assert [line.split()[1] for line in reference_lines(report)] == list(report.references)
     again = verify(oneshot_study, "e2e", top=3, epochs=2, seeds=2)
     assert again.trained == []  # resumable at this budget
+
+
+def test_the_training_key_ignores_what_a_stand_alone_training_does_not_depend_on() -> None:
+    from se_search.outputs.verify import training_key
+
+    base = load_space(ASSETS / "e2e.yaml")
+    same = {"search.seed": 3, "search.sampler": "random", "evaluation.epochs": 5,
+            "evaluation.seeds": 2, "evaluation.noise_seeds": 0, "search.study": "other",
+            "objectives": {"accuracy": "max", "params": "min"}}  # fmt: skip
+    assert training_key(load_space(ASSETS / "e2e.yaml", same)) == training_key(base)
+    for changed in (
+        {"evaluation.lr": 0.1},
+        {"data.image_size": 32},
+        {"backbone.model": "resnet34"},
+    ):
+        assert training_key(load_space(ASSETS / "e2e.yaml", changed)) != training_key(base)
+
+
+def test_verify_copies_what_another_study_trained_the_same_way(tmp_path: Path) -> None:
+    """Two studies of one search (the same seed and training settings) share their
+    references: the second verify copies the first's records instead of training again."""
+    from se_search.outputs.verify import trained_elsewhere
+
+    storage = f"sqlite:///{tmp_path / 'two.db'}"
+    settings = {"storage": storage, "search.trials": 2, "search.checkpoints": "none",
+                "evaluation.noise_seeds": 0}  # fmt: skip
+    spaces = {
+        study: load_space(ASSETS / "e2e.yaml", {**settings, "search.study": study})
+        for study in ("first", "second")
+    }
+    for space in spaces.values():
+        LocalEngine(space).run()  # the two references
+    first = verify(storage, "first", top=1)
+    log = EventLog()
+    second = verify(storage, "second", top=1, listener=log)
+    assert len(first.trained) == 2 and not first.reused
+    assert second.trained == [] and sorted(second.reused) == sorted(first.trained)
+    assert {e.copied_from.split(" trial ")[0] for e in log.of(VerifyDone)} == {"first"}
+    store = ResultsStore(storage)
+    by_arch = {}
+    for study in spaces:
+        hashes = {v["trial_number"]: v["arch_hash"] for v in store.verified(study)}
+        seeds = store.seed_results(study, verified=True)
+        by_arch[study] = {
+            hashes[n]: [(r["seed"], r["accuracy"], r["checkpoint"]) for r in records]
+            for n, records in seeds.items()
+        }
+    assert by_arch["second"] == by_arch["first"] and len(by_arch["first"]) == 2
+    assert [r["accuracy"] for r in second.rows] == [r["accuracy"] for r in first.rows]
+    # nothing to copy for another learning rate, or another budget
+    other = load_space(ASSETS / "e2e.yaml", {**settings, "evaluation.lr": 0.1})
+    assert trained_elsewhere(store, other, 1) == {}
+    assert trained_elsewhere(store, spaces["second"], 2) == {}
+    assert len(trained_elsewhere(store, spaces["second"], 1)) == 2

@@ -76,6 +76,21 @@ def test_the_terminal_prints_a_finished_trial(tmp_path: Path) -> None:
     assert "trial   0  acc 0.5000  2.0000 GMACs  1.25 ms  (trained, 3.0 s)  - - | - -" in text
 
 
+def test_the_terminal_says_which_verification_was_copied_and_from_where(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with out.open("w") as file, SearchProgress(Console(file=file, width=200)) as progress:
+        progress(events.VerifyDone(trial=3, searched=0.9, accuracy=0.95, train_seconds=12.0))
+        progress(
+            events.VerifyDone(
+                trial=4, searched=0.9, accuracy=0.96, train_seconds=12.0,
+                copied_from="nsga2-seed1 trial 0",
+            )
+        )  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith("trial 3: 0.9500 stand-alone, 0.9000 in the search (12.0 s)")
+    assert lines[1].endswith("(copied from nsga2-seed1 trial 0, which trained it)")
+
+
 def _emitted(tree: ast.AST) -> list[ast.Call]:
     """Calls of a listener (``listener(...)``, ``emit(...)``, ``self.listener(...)``)."""
     calls = []

@@ -38,10 +38,11 @@ from se_search.engines.local import LocalEngine
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.outputs.compare import comparison_data, write_comparison
-from se_search.outputs.verify import stand_alone, verify
+from se_search.outputs.verify import stand_alone, trained_elsewhere, verify
 from se_search.space import SearchSpace, load_space
 from se_search.stats.noise import pooled_sd, standard_error
 from se_search.stats.spread import paired_difference
+from se_search.storage.store import ResultsStore
 
 SAMPLERS = ("nsga2", "tpe", "random")
 
@@ -152,17 +153,19 @@ def main() -> None:
     )
     seeds = [base.search.seed + i for i in range(args.hand_seeds)]
     done = _trained_hands(args.hands_out)  # resumable: one JSON line per training
+    elsewhere = trained_elsewhere(ResultsStore(args.storage), base, args.verify_epochs)
     hands = {}
     for label, arch in designs.items():
         accuracies = []
         for seed in seeds:
             key = (label, seed, args.verify_epochs)
-            if key not in done:
-                done[key] = evaluator.train(arch, [seed]).accuracy
+            if key not in done:  # a reference verify trained at this seed is copied
+                copy = elsewhere.get((arch.hash, seed))
+                done[key] = copy["accuracy"] if copy else evaluator.train(arch, [seed]).accuracy
+                line = {"label": label, "seed": seed, "epochs": args.verify_epochs,
+                        "accuracy": done[key], "copied_from": copy and copy["source"]}  # fmt: skip
                 with args.hands_out.open("a") as out:
-                    out.write(json.dumps({"label": label, "seed": seed,
-                                          "epochs": args.verify_epochs,
-                                          "accuracy": done[key]}) + "\n")  # fmt: skip
+                    out.write(json.dumps(line) + "\n")
             accuracies.append(done[key])
         costs = evaluator.costs(arch)
         hands[label] = {"accuracy": statistics.fmean(accuracies), "accuracies": accuracies,

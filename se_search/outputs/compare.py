@@ -28,7 +28,8 @@ from se_search.storage.tables import CandidateState
 __all__ = ["GROUP_COLOURS", "build_comparison", "group_studies", "write_comparison"]
 
 GROUP_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
-#: The trials that spent a study's budget (a failed one is queued again on resume).
+#: The trials ``search.trials`` counts (a failed one does not: an interrupted one is queued
+#: again on resume), so the x axis of the hypervolume curves.
 FINISHED = (CandidateState.COMPLETE, CandidateState.PRUNED)
 _SEED_SUFFIX = re.compile(r"^(?P<group>.+)-seed\d+$")
 

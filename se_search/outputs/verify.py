@@ -29,7 +29,7 @@ import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from se_search.errors import SpaceError
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
@@ -43,6 +43,9 @@ from se_search.storage.artifacts import checkpoint_dir, save_checkpoints
 from se_search.storage.database import StorageError, redact
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
+
+if TYPE_CHECKING:
+    from se_search.evaluation.strategies import Trained
 
 __all__ = [
     "VerifyReport",
@@ -118,7 +121,7 @@ def trained_elsewhere(
     return found
 
 
-def _copied(records: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+def _copied(records: list[dict[str, Any]]) -> tuple[Trained, list[dict[str, Any]]]:
     """Another study's seed records as this trial's training and its seeds' records."""
     from se_search.evaluation.strategies import Trained
     from se_search.evaluation.train import TrainResult
@@ -194,10 +197,11 @@ def verify(
         same = old and old["arch_hash"] == cand["arch_hash"] and old["epochs"] == budget
         if same and (set(wanted) <= have or (not have and len(wanted) == 1)):
             continue  # verified before at this budget (0.1.0 kept no seeds): resumable
-        copies = [elsewhere.get((cand["arch_hash"], seed)) for seed in wanted]
-        if all(copies):
-            result, runs = _copied(copies)  # type: ignore[arg-type]
-            path, source = runs[0]["checkpoint"], copies[0]["source"]  # type: ignore[index]
+        keys = [(cand["arch_hash"], seed) for seed in wanted]
+        if all(key in elsewhere for key in keys):
+            copies = [elsewhere[key] for key in keys]
+            result, runs = _copied(copies)
+            path, source = runs[0]["checkpoint"], copies[0]["source"]
             reused.append(number)
         else:
             listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))

@@ -55,9 +55,9 @@ def hypervolume_by_trial(
     rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds, trials: Sequence[int]
 ) -> list[float]:
     """The hypervolume after each of ``trials`` (trial numbers): of the front of the rows
-    whose ``trial_number`` is at most that. Give the trials that spent the budget, the
-    finished ones: a failed trial is an interrupted one, queued again on resume, so counting
-    it would shift a study's curve one trial right. A trial that left no row (pruned,
+    whose ``trial_number`` is at most that. Give the finished trials, which are what
+    ``search.trials`` counts: a failed one (an interrupted one is queued again on resume)
+    would shift a study's curve one trial right. A finished trial that left no row (pruned,
     infeasible, a copy of an earlier one) changes nothing, so studies compare trial for
     trial."""
     ordered = sorted(rows, key=lambda r: r["trial_number"])

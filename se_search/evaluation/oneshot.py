@@ -18,9 +18,7 @@ supernet's (sliced) weights and those statistics.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import random
 import time
@@ -36,7 +34,7 @@ from se_search.evaluation.supernet import Supernet
 from se_search.evaluation.train import Diverged, make_optimizer
 from se_search.events import Listener, SupernetEpoch, SupernetReady, SupernetStarted, ignore
 from se_search.models.arch import Architecture
-from se_search.space import SearchSpace
+from se_search.space import SearchSpace, digest
 from se_search.space.sampling import largest, random_architecture, smallest
 
 __all__ = [
@@ -67,7 +65,7 @@ def supernet_key(space: SearchSpace) -> str:
         exclude={"evaluation": {"early_stopping", "strategy", "device"}},
     )
     shape["seed"] = space.search.seed
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(shape)
 
 
 def step_losses(

@@ -13,8 +13,6 @@ every Ray worker load it instead of training it again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from se_search.evaluation.strategies import zero_init_residual
 from se_search.evaluation.train import train_and_evaluate
 from se_search.events import Listener, PretrainReady, PretrainStarted, ignore
 from se_search.models.surgery import build_backbone
-from se_search.space import SearchSpace
+from se_search.space import SearchSpace, digest
 
 __all__ = ["pretrain_key", "pretrained_backbone"]
 
@@ -44,7 +42,7 @@ def pretrain_key(space: SearchSpace) -> str:
         for k in ("pretrain_epochs", "lr", "momentum", "weight_decay", "zero_init_residual")
     }
     shape["seed"] = space.search.seed
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(shape)
 
 
 def pretrained_backbone(

@@ -25,8 +25,6 @@ members) are the same trainings.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from se_search.errors import SpaceError
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
 from se_search.models.arch import Architecture
-from se_search.space import SearchSpace, space_from_json
+from se_search.space import SearchSpace, digest, space_from_json
 from se_search.space.sampling import reference_architectures
 from se_search.stats.noise import mark_ties, pooled_sd, standard_error
 from se_search.stats.pareto import pareto_front
@@ -94,7 +92,7 @@ def training_key(space: SearchSpace) -> str:
         include={"backbone", "data", "evaluation"},
         exclude={"evaluation": {"epochs", "seeds", "noise_seeds", "early_stopping", "supernet"}},
     )
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(shape)
 
 
 def trained_elsewhere(

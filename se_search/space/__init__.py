@@ -21,6 +21,7 @@ from se_search.space.specs import (
     EarlyStoppingSpec,
     EvaluationSpec,
     SearchSpace,
+    digest,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "backbone_sites",
     "build_model",
     "bundled_spaces",
+    "digest",
     "load_space",
     "resolve_space_path",
     "se_init",

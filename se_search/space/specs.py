@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -327,6 +328,12 @@ class SearchSpace(_Section):
     def hash(self) -> str:
         """SHA-256 (16 hex digits) of the validated content, overrides included."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def digest(shape: Any) -> str:
+    """16 hex digits of SHA-256 over ``shape``'s canonical JSON (keys sorted): the name of
+    what a set of settings produces (a supernet, a pretrained backbone, a training)."""
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def matches(site: str, pattern: str) -> bool:

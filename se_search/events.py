@@ -144,6 +144,7 @@ class LatencyChecked(Event):
 class SupernetStarted(Event):
     path: str
     epochs: int
+    part: str = ""  # a few-shot split's copy: "SITE=VARIANT"; "": the supernet
 
 
 @dataclass(**_EVENT)
@@ -160,6 +161,7 @@ class SupernetReady(Event):
     path: str
     trained: bool  # False: loaded from the checkpoint
     meta: dict[str, Any] = field(default_factory=dict)  # seconds, accuracy, epochs, sampling
+    part: str = ""  # a few-shot split's copy: "SITE=VARIANT"; "": the supernet
 
 
 @dataclass(**_EVENT)

@@ -91,6 +91,20 @@ def test_the_terminal_says_which_verification_was_copied_and_from_where(tmp_path
     assert lines[1].endswith("(copied from nsga2-seed1 trial 0, which trained it)")
 
 
+def test_the_terminal_names_a_few_shot_copy(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with out.open("w") as file, SearchProgress(Console(file=file, width=200)) as progress:
+        progress(events.SupernetStarted(path="s.pt", epochs=6))
+        progress(events.SupernetStarted(path="p.pt", epochs=2, part="layer4.2=post"))
+        progress(events.SupernetReady(path="p.pt", trained=False, part="layer4.2=post"))
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith("oneshot: training the supernet for 6 epochs, once (saved to s.pt)")
+    assert lines[1].endswith(
+        "training its copy for layer4.2=post for 2 epochs, once (saved to p.pt)"
+    )
+    assert "the supernet's copy for layer4.2=post loaded (p.pt)" in lines[2]
+
+
 def _emitted(tree: ast.AST) -> list[ast.Call]:
     """Calls of a listener (``listener(...)``, ``emit(...)``, ``self.listener(...)``)."""
     calls = []

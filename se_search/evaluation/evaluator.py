@@ -225,7 +225,8 @@ class Evaluator:
 
     @cached_property
     def scorer(self) -> Any:
-        """The oneshot strategy's :class:`~se_search.evaluation.oneshot.OneShotScorer`, its
+        """The oneshot strategy's :class:`~se_search.evaluation.oneshot.OneShotScorer` (a
+        :class:`~se_search.evaluation.oneshot.SplitScorer` with a few-shot split), its
         supernet loaded from the study's artifacts or trained (and saved) first."""
         from se_search.evaluation import strategies
         from se_search.evaluation.oneshot import supernet_scorer

@@ -14,6 +14,12 @@ workers load it.
 for any one candidate; Guo et al. 2020), then top-1 accuracy on the validation split.
 :meth:`Supernet.extract` builds the candidate as a stand-alone model holding exactly the
 supernet's (sliced) weights and those statistics.
+
+**A few-shot split** (``evaluation.supernet.split: variant``; Zhao et al. 2021) partitions
+the space by the variant at one site: the trained supernet is copied once per variant there,
+each copy trains ``split_epochs`` more on its part of the space only (the same sampling,
+with that site pinned to the variant), and a candidate is scored on its part's copy. The
+copies have checkpoints of their own beside the supernet's, which they start from.
 """
 
 from __future__ import annotations
@@ -35,35 +41,86 @@ from se_search.evaluation.train import Diverged, make_optimizer
 from se_search.events import Listener, SupernetEpoch, SupernetReady, SupernetStarted, ignore
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, digest
-from se_search.space.sampling import largest, random_architecture, smallest
+from se_search.space.sampling import (
+    block_options,
+    extreme_choice,
+    largest,
+    random_architecture,
+    smallest,
+)
 
 __all__ = [
     "OneShotScorer",
+    "Part",
+    "SplitScorer",
     "checkpoint_path",
     "load_supernet",
     "recalibrate_bn",
     "save_supernet",
+    "split_parts",
     "supernet_key",
     "supernet_scorer",
     "train_supernet",
 ]
 
 
-def step_architectures(space: SearchSpace, rng: random.Random) -> list[Architecture]:
+#: A part of a few-shot split: the architectures with this variant at this site.
+Part = tuple[str, str]
+
+
+def split_parts(space: SearchSpace) -> list[Part]:
+    """The parts of the space's few-shot split, one per variant its split site takes; none
+    when ``evaluation.supernet.split`` is ``none``."""
     cfg = space.evaluation.supernet
-    if cfg.sampling == "uniform":
-        return [random_architecture(space, rng)]
-    randoms = [random_architecture(space, rng) for _ in range(cfg.random_per_step)]
-    return [largest(space), smallest(space), *randoms]
+    if cfg.split == "none":
+        return []
+    name = cfg.split_site or space.site_names[-1]
+    site = next(s for s in space.selected_sites if s.name == name)
+    return [(name, variant) for variant in space.variants_at(site)]
+
+
+def _pin(arch: Architecture, part: Part, choice: Any) -> Architecture:
+    return Architecture({**arch, part[0]: choice})
+
+
+def extremes(space: SearchSpace, part: Part | None = None) -> list[Architecture]:
+    """The largest and the smallest architecture (of ``part``, when given)."""
+    if part is None:
+        return [largest(space), smallest(space)]
+    site = next(s for s in space.selected_sites if s.name == part[0])
+    return [
+        _pin(arch, part, extreme_choice(space, site, pick, [part[1]]))
+        for arch, pick in ((largest(space), max), (smallest(space), min))
+    ]
+
+
+def step_architectures(
+    space: SearchSpace, rng: random.Random, part: Part | None = None
+) -> list[Architecture]:
+    """A training step's architectures (of ``part``, when given: its site pinned to its
+    variant, the ratio drawn at random)."""
+    cfg = space.evaluation.supernet
+    count = 1 if cfg.sampling == "uniform" else cfg.random_per_step
+    randoms = [random_architecture(space, rng) for _ in range(count)]
+    if part is not None:
+        options = block_options(space, part[1])
+        randoms = [_pin(arch, part, rng.choice(options)) for arch in randoms]
+    return randoms if cfg.sampling == "uniform" else [*extremes(space, part), *randoms]
 
 
 def supernet_key(space: SearchSpace) -> str:
-    """What the supernet's weights depend on, hashed: the checkpoint's name."""
+    """What the supernet's weights depend on, hashed: the checkpoint's name. A few-shot
+    split's copies start from the same supernet, so the split's keys are not part of it."""
     shape = space.model_dump(
         mode="json",
         include={"backbone", "sites", "choices", "data", "evaluation"},
-        exclude={"evaluation": {"early_stopping", "strategy", "device"}},
-    )
+        exclude={
+            "evaluation": {
+                "early_stopping": True, "strategy": True, "device": True,
+                "supernet": {"split", "split_site", "split_epochs"},
+            }
+        },
+    )  # fmt: skip
     shape["seed"] = space.search.seed
     return digest(shape)
 
@@ -96,26 +153,30 @@ def train_supernet(
     scorer: OneShotScorer,
     device: torch.device,
     report: Callable[[SupernetEpoch], None] | None = None,
+    part: Part | None = None,
 ) -> list[SupernetEpoch]:
-    """Train ``supernet`` in place for ``evaluation.supernet.epochs``; one report per epoch."""
+    """Train ``supernet`` in place for ``evaluation.supernet.epochs``, or on ``part`` of the
+    space only for ``split_epochs``; one report per epoch."""
     space = supernet.space
     ev, cfg = space.evaluation, space.evaluation.supernet
+    epochs = cfg.epochs if part is None else cfg.split_epochs
     rng = random.Random(space.search.seed)
     supernet.to(device)
-    steps = cfg.epochs * len(train_loader)  # type: ignore[arg-type]
+    steps = epochs * len(train_loader)  # type: ignore[arg-type]
     optimizer, schedule = make_optimizer(
         supernet, lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay, steps=steps
     )
     reports = []
     per_step = len(step_architectures(space, random.Random(0)))
+    top = extremes(space, part)[0]
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         supernet.train()
         total, batches = torch.zeros((), device=device), 0
         for images, labels in train_loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            archs = step_architectures(space, rng)
+            archs = step_architectures(space, rng, part)
             for loss in step_losses(supernet, archs, images, labels, distill=cfg.distill):
                 # the mean over the step's architectures: a step as large as one network's
                 (loss / len(archs)).backward()
@@ -129,11 +190,11 @@ def train_supernet(
                 f"the supernet's training loss became {mean} in epoch {epoch}; lower "
                 f"evaluation.lr (now {ev.lr})"
             )
-        accuracy = scorer.score(largest(space))
+        accuracy = scorer.score(top)
         reports.append(
             SupernetEpoch(
                 epoch=epoch,
-                epochs=cfg.epochs,
+                epochs=epochs,
                 loss=mean,
                 accuracy=accuracy,
                 seconds=time.perf_counter() - start,
@@ -217,8 +278,31 @@ class OneShotScorer:
         return {"top1": correct / max(total, 1), "nll": -loss / max(total, 1)}
 
 
-def checkpoint_path(folder: Path, space: SearchSpace) -> Path:
-    return folder / f"supernet-{supernet_key(space)}.pt"
+class SplitScorer:
+    """A few-shot split's scorer: each candidate scored by the :class:`OneShotScorer` of its
+    part (its variant at the split site)."""
+
+    def __init__(self, site: str, scorers: dict[str, OneShotScorer]) -> None:
+        self.site, self.scorers = site, scorers
+
+    def scorer_for(self, arch: Architecture) -> OneShotScorer:
+        return self.scorers[arch.choice(self.site).variant]
+
+    def score(self, arch: Architecture) -> float:
+        return self.scorer_for(arch).score(arch)
+
+    def scores(self, arch: Architecture) -> dict[str, float]:
+        return self.scorer_for(arch).scores(arch)
+
+
+def checkpoint_path(folder: Path, space: SearchSpace, part: Part | None = None) -> Path:
+    """The supernet's checkpoint, or that of its copy for ``part`` (which depends on the
+    split's epochs too)."""
+    key = supernet_key(space)
+    if part is None:
+        return folder / f"supernet-{key}.pt"
+    epochs = space.evaluation.supernet.split_epochs
+    return folder / f"supernet-{key}-{part[0]}-{part[1]}-{epochs}.pt"
 
 
 def save_supernet(supernet: Supernet, path: Path, meta: dict[str, Any]) -> None:
@@ -246,36 +330,53 @@ def supernet_scorer(
     may_train: bool,
     init: Callable[[nn.Module], None] | None,
     listener: Listener = ignore,
-) -> OneShotScorer:
+) -> OneShotScorer | SplitScorer:
     """The space's scorer, its supernet loaded from ``artifacts`` or, when ``may_train``,
     trained and saved there first (``init`` runs on the backbone before its sites become
-    choices). ``listener`` gets the supernet's events."""
+    choices); with a few-shot split, the same for each part's copy, which starts from the
+    supernet. ``listener`` gets the supernet's events."""
     from se_search.evaluation.data import make_loader
 
     seed = space.search.seed
-    path = checkpoint_path(artifacts, space)
     torch.manual_seed(seed)
     net = Supernet(space, init=init).to(device)
     cfg, batch = space.evaluation.supernet, space.data.batch_size
     train = make_loader(data.train, batch_size=batch, shuffle=True, seed=seed)
     calibration = [x for x, _ in itertools.islice(train, cfg.calibration_batches)]
     val = list(make_loader(data.val, batch_size=256, shuffle=False, seed=seed))
-    scorer = OneShotScorer(net, calibration=calibration, val=val, device=device)
-    if path.is_file():
-        meta = load_supernet(net, path)
-        listener(SupernetReady(path=str(path), trained=False, meta=meta))
-        return scorer
-    if not may_train:
-        raise SESearchError(
-            f"no supernet checkpoint at {path}: the driver trains it before the trials; "
-            "on a cluster, set search.artifacts to a folder every node shares"
+
+    def ready(net: Supernet, part: Part | None) -> OneShotScorer:
+        """``net`` (for ``part``) loaded from its checkpoint, or trained and saved."""
+        scorer = OneShotScorer(net, calibration=calibration, val=val, device=device)
+        path, label = checkpoint_path(artifacts, space, part), "=".join(part or ())
+        if path.is_file():
+            meta = load_supernet(net, path)
+            listener(SupernetReady(path=str(path), trained=False, meta=meta, part=label))
+            return scorer
+        if not may_train:
+            raise SESearchError(
+                f"no supernet checkpoint at {path}: the driver trains it before the trials; "
+                "on a cluster, set search.artifacts to a folder every node shares"
+            )
+        epochs = cfg.epochs if part is None else cfg.split_epochs
+        listener(SupernetStarted(path=str(path), epochs=epochs, part=label))
+        reports = train_supernet(
+            net, train_loader=train, scorer=scorer, device=device, report=listener, part=part
         )
-    listener(SupernetStarted(path=str(path), epochs=cfg.epochs))
-    reports = train_supernet(
-        net, train_loader=train, scorer=scorer, device=device, report=listener
-    )
-    meta = {"seconds": reports[-1].seconds, "accuracy": reports[-1].accuracy,
-            "epochs": cfg.epochs, "sampling": cfg.sampling}  # fmt: skip
-    save_supernet(net, path, meta)
-    listener(SupernetReady(path=str(path), trained=True, meta=meta))
-    return scorer
+        meta = {"seconds": reports[-1].seconds, "accuracy": reports[-1].accuracy,
+                "epochs": epochs, "sampling": cfg.sampling}  # fmt: skip
+        save_supernet(net, path, meta)
+        listener(SupernetReady(path=str(path), trained=True, meta=meta, part=label))
+        return scorer
+
+    parts = split_parts(space)
+    if not parts:
+        return ready(net, None)
+    if not all(checkpoint_path(artifacts, space, part).is_file() for part in parts):
+        ready(net, None)  # the supernet the copies start from
+    scorers = {}
+    for part in parts:
+        copy = Supernet(space, init=init).to(device)
+        copy.load_state_dict(net.state_dict())
+        scorers[part[1]] = ready(copy, part)
+    return SplitScorer(parts[0][0], scorers)

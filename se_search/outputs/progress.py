@@ -138,9 +138,9 @@ class SearchProgress:
 
     @__call__.register
     def _(self, event: SupernetStarted) -> None:
+        what = f"its copy for {event.part}" if event.part else "the supernet"
         self._print(
-            f"oneshot: training the supernet for {event.epochs} epochs, once "
-            f"(saved to {event.path})"
+            f"oneshot: training {what} for {event.epochs} epochs, once (saved to {event.path})"
         )
 
     @__call__.register
@@ -153,7 +153,13 @@ class SearchProgress:
     @__call__.register
     def _(self, event: SupernetReady) -> None:
         how = "trained" if event.trained else "loaded"
-        self._print(f"oneshot: supernet {how} ({event.path}); candidates inherit its weights")
+        if event.part:
+            self._print(
+                f"oneshot: the supernet's copy for {event.part} {how} ({event.path}); "
+                "candidates with that variant there inherit its weights"
+            )
+        else:
+            self._print(f"oneshot: supernet {how} ({event.path}); candidates inherit its weights")
 
     @__call__.register
     def _(self, event: PretrainStarted) -> None:

@@ -131,6 +131,7 @@ def load_space(
         or _check_reductions(space)
         or _check_image_size(space)
         or _check_strategy(space)
+        or _check_split(space)
     )
     if problems:
         lines = NodeLines(root)
@@ -255,6 +256,33 @@ def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
         if not can_start_as_identity(gate)
     ]
     return problems
+
+
+def _check_split(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
+    cfg = space.evaluation.supernet
+    if cfg.split == "none":
+        return []
+    names = space.site_names
+    key = ("evaluation", "supernet", "split_site")
+    if cfg.split_site is not None and cfg.split_site not in names:
+        return [
+            (
+                key,
+                f"split_site {cfg.split_site!r} is not one of the space's selected sites; use "
+                f"one of {', '.join(names)}, or leave it out for the last ({names[-1]})",
+            )
+        ]
+    site = next(s for s in space.selected_sites if s.name == (cfg.split_site or names[-1]))
+    if len(space.variants_at(site)) < 2:
+        return [
+            (
+                key if cfg.split_site else ("evaluation", "supernet", "split"),
+                f"site {site.name} takes only {space.variants_at(site)}, so splitting on its "
+                "variant makes one copy; name a split_site that takes several variants, or set "
+                "split: none",
+            )
+        ]
+    return []
 
 
 def _check_image_size(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:

@@ -5,7 +5,7 @@ training and for benchmarks that need candidates spread over the space."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from se_search.models.arch import Architecture, SEChoice
 from se_search.models.backbones import Site
@@ -17,6 +17,7 @@ __all__ = [
     "REFERENCE_PRESETS",
     "block_options",
     "contains",
+    "extreme_choice",
     "largest",
     "random_architecture",
     "reference_architectures",
@@ -72,16 +73,24 @@ def _se_params(site: Site, choice: SEChoice) -> int:
     return 2 * c * squeeze_width(c, choice.reduction or 1)
 
 
+def extreme_choice(
+    space: SearchSpace,
+    site: Site,
+    pick: Callable[..., SEChoice],
+    variants: Iterable[str] | None = None,
+) -> SEChoice:
+    """The option of ``site`` that ``pick`` (``max`` or ``min``) takes by SE parameters,
+    among ``variants`` (default: every variant the site takes)."""
+    return pick(
+        (o for v in variants or space.variants_at(site) for o in block_options(space, v)),
+        key=lambda o: _se_params(site, o),
+    )
+
+
 def _extreme(space: SearchSpace, pick: Callable[..., SEChoice]) -> Architecture:
     """At every site the option ``pick`` (``max`` or ``min``) takes by SE parameters."""
     return Architecture(
-        {
-            site.name: pick(
-                (o for v in space.variants_at(site) for o in block_options(space, v)),
-                key=lambda o, site=site: _se_params(site, o),
-            )
-            for site in space.selected_sites
-        }
+        {site.name: extreme_choice(space, site, pick) for site in space.selected_sites}
     )
 
 

@@ -175,6 +175,13 @@ class SupernetSpec(_Section):
     #: sandwich only: the smaller architectures of a step learn the largest one's predicted
     #: distribution instead of the labels (in-place distillation, Yu et al. 2020, BigNAS).
     distill: bool = False
+    #: Few-shot NAS (Zhao et al. 2021). variant: after its epochs the supernet is copied once
+    #: per variant that ``split_site`` takes, and each copy trains ``split_epochs`` more on
+    #: the architectures with that variant there; a candidate is scored on its variant's
+    #: copy. none: one supernet scores every candidate.
+    split: Literal["none", "variant"] = "none"
+    split_site: str | None = None  # default: the last selected site
+    split_epochs: PositiveInt = 2
 
     @model_validator(mode="after")
     def _distill_needs_a_teacher(self) -> SupernetSpec:

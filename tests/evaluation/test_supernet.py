@@ -263,3 +263,128 @@ def test_oneshot_search_trains_the_supernet_once_and_reuses_its_checkpoint(
     first = done[0]
     arch = Architecture(first["architecture"])
     assert evaluator.evaluate(arch).metrics["accuracy"] == pytest.approx(first["accuracy"])
+
+
+# ------------------------------------------------------------------------ few-shot split
+
+
+def _split_space(tmp_path: Path | None = None, **overrides: Any) -> SearchSpace:
+    return _space(
+        "resnet18", tmp_path,
+        **{"sites": ["layer3.*", "layer4.*"], "data.image_size": 16, "choices.gate": ["sigmoid"],
+           "choices.squeeze": ["avg"], "choices.variant": ["none", "standard", "post"],
+           "evaluation.strategy": "oneshot", "evaluation.supernet.split": "variant",
+           **overrides},
+    )  # fmt: skip
+
+
+def test_a_split_has_one_part_per_variant_of_its_site() -> None:
+    from se_search.evaluation.oneshot import split_parts
+
+    assert split_parts(_split_space()) == [
+        ("layer4.1", "none"),
+        ("layer4.1", "standard"),
+        ("layer4.1", "post"),
+    ]  # the last selected site by default
+    named = _split_space(**{"evaluation.supernet.split_site": "layer3.0"})
+    assert [site for site, _ in split_parts(named)] == ["layer3.0"] * 3
+    assert split_parts(_space("resnet18")) == []  # split: none
+
+
+def test_a_parts_steps_pin_its_site_and_leave_the_rest_as_drawn() -> None:
+    from se_search.evaluation.oneshot import step_architectures
+
+    space = _split_space(**{"evaluation.supernet.random_per_step": 3})
+    unsplit = step_architectures(space, random.Random(5))
+    # without a part, the sandwich as before: largest, smallest, then random draws
+    rng = random.Random(5)
+    assert unsplit == [largest(space), smallest(space),
+                       *(random_architecture(space, rng) for _ in range(3))]  # fmt: skip
+    for variant in ("none", "standard", "post"):
+        archs = step_architectures(space, random.Random(5), ("layer4.1", variant))
+        assert [a.choice("layer4.1").variant for a in archs] == [variant] * 5
+        for pinned, drawn in zip(archs, unsplit):  # every other site as drawn
+            assert {k: v for k, v in pinned.items() if k != "layer4.1"} == {
+                k: v for k, v in drawn.items() if k != "layer4.1"
+            }
+    largest_post, smallest_post = step_architectures(
+        space, random.Random(5), ("layer4.1", "post")
+    )[:2]
+    # the part's extremes: its variant at the widest and the narrowest ratio
+    assert largest_post.choice("layer4.1").reduction == 4
+    assert smallest_post.choice("layer4.1").reduction == 8  # choices.reduction: [4, 8]
+
+
+def test_a_split_site_that_is_not_selected_is_refused_with_the_fix() -> None:
+    from se_search.errors import SpaceError
+
+    with pytest.raises(SpaceError, match=r"split_site 'layer1.0' is not one of .*layer4.1"):
+        _split_space(**{"evaluation.supernet.split_site": "layer1.0"})
+    with pytest.raises(SpaceError, match="makes one copy"):
+        _split_space(**{"choices.variant": ["standard"]})
+
+
+def test_the_split_leaves_the_supernets_key_and_its_copies_depend_on_their_epochs(
+    tmp_path: Path,
+) -> None:
+    from se_search.evaluation.oneshot import checkpoint_path, supernet_key
+
+    one = _split_space()
+    assert supernet_key(one) == supernet_key(_split_space(**{"evaluation.supernet.split": "none"}))
+    longer = _split_space(**{"evaluation.supernet.split_epochs": 3})
+    part = ("layer4.1", "post")
+    assert checkpoint_path(tmp_path, one) == checkpoint_path(tmp_path, longer)
+    assert checkpoint_path(tmp_path, one, part) != checkpoint_path(tmp_path, longer, part)
+    assert checkpoint_path(tmp_path, one, part) != checkpoint_path(
+        tmp_path, one, ("layer4.1", "standard")
+    )
+
+
+def test_a_split_trains_a_copy_per_part_from_the_supernet_and_scores_on_it(
+    tmp_path: Path,
+) -> None:
+    from se_search.evaluation.oneshot import SplitScorer
+
+    space = _split_space(
+        tmp_path,
+        **{"evaluation.supernet.epochs": 1, "evaluation.supernet.split_epochs": 1,
+           "evaluation.supernet.sampling": "uniform"},
+    )  # fmt: skip
+    events = EventLog()
+    evaluator = Evaluator(space, artifacts=tmp_path)
+    evaluator.prepare(events)
+    scorer = evaluator.scorer
+    assert isinstance(scorer, SplitScorer) and list(scorer.scorers) == ["none", "standard", "post"]
+    ready = events.of(SupernetReady)
+    assert [(r.part, r.trained) for r in ready] == [
+        ("", True),
+        ("layer4.1=none", True),
+        ("layer4.1=standard", True),
+        ("layer4.1=post", True),
+    ]
+    assert all(Path(r.path).is_file() for r in ready)
+    assert [e.epochs for e in events.of(SupernetEpoch)] == [1, 1, 1, 1]
+    # each copy started from the supernet and trained on its own part: all differ
+    trunk = torch.load(ready[0].path, weights_only=True)["state_dict"]
+    key = "net.layer1.0.conv1.weight"  # a backbone weight every architecture trains
+    weights = [trunk[key]] + [s.supernet.state_dict()[key] for s in scorer.scorers.values()]
+    assert all(not torch.equal(a, b) for i, a in enumerate(weights) for b in weights[i + 1 :])
+    # a candidate is scored on its part's copy
+    rng = random.Random(0)
+    archs = [random_architecture(space, rng) for _ in range(6)]
+    for arch in archs:
+        own = scorer.scorers[arch.choice("layer4.1").variant]
+        assert scorer.scores(arch) == own.scores(arch)
+    assert any(  # and the copies tell candidates apart differently
+        len({s.scores(arch)["nll"] for s in scorer.scorers.values()}) == 3 for arch in archs
+    )
+    # a second run loads the copies, not the supernet they started from, and scores alike
+    events.clear()
+    again = Evaluator(space, artifacts=tmp_path)
+    again.prepare(events)
+    assert [(r.part, r.trained) for r in events.of(SupernetReady)] == [
+        ("layer4.1=none", False),
+        ("layer4.1=standard", False),
+        ("layer4.1=post", False),
+    ]
+    assert [again.scorer.scores(a) for a in archs] == [scorer.scores(a) for a in archs]

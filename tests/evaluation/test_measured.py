@@ -6,24 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from se_search.evaluation.measured import MEASURED, Measured, rank_caveat
 from se_search.evaluation.strategies import STRATEGIES
 from se_search.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENS = ROOT / "benchmarks" / "results" / "screens.json"
+RESULTS = ROOT / "benchmarks" / "results"
+ENTRIES = [(strategy, m) for strategy, ms in MEASURED.items() for m in ms]
 
 
 def _space(**overrides: object) -> SearchSpace:
     return load_space(ROOT / "search_spaces" / "resnet50.yaml", overrides)
 
 
-@pytest.mark.parametrize("strategy", sorted(MEASURED))
-def test_the_figures_are_the_benchmarks(strategy: str) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "measured"), ENTRIES, ids=[f"{s}-{m.results}" for s, m in ENTRIES]
+)
+def test_the_figures_are_the_benchmarks(strategy: str, measured: Measured) -> None:
     assert strategy in STRATEGIES
-    measured = MEASURED[strategy]
-    result = json.loads(SCREENS.read_text())
+    result = json.loads((RESULTS / measured.results).read_text())
     screen = result["screens"][measured.screen]
     versus = result["versus_trivial"]
     assert measured.trivial == versus["best"]
@@ -35,6 +38,11 @@ def test_the_figures_are_the_benchmarks(strategy: str) -> None:
         assert measured.tau == pytest.approx(screen["tau"], abs=5e-5)
         assert measured.ci == pytest.approx(tuple(screen["ci"]), abs=5e-5)
         assert measured.verdict == versus["screens"][measured.screen]["verdict"]
+    if strategy == "oneshot":  # measured under exactly the supernet settings it applies to
+        prefix = "evaluation.supernet."
+        settings = [item.split("=", 1) for item in screen.get("settings") or []]
+        assert all(key.startswith(prefix) for key, _ in settings)
+        assert measured.supernet == {k[len(prefix) :]: yaml.safe_load(v) for k, v in settings}
 
 
 def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured() -> None:
@@ -47,6 +55,13 @@ def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured(
     assert rank_caveat(_space(**{"data.dataset": "cifar10"})) is None
     oneshot = rank_caveat(_space(**{"evaluation.strategy": "oneshot"}))
     assert oneshot and "one-shot supernet" in oneshot and "does worse" in oneshot
+    # each supernet setting gets its own measurement, an unmeasured one none
+    split = rank_caveat(_space(**{"evaluation.strategy": "oneshot",
+                                  "evaluation.supernet.split": "variant"}))  # fmt: skip
+    assert split and "few-shot split" in split and "tau +0.36" in split
+    assert "does no better beyond noise" in split
+    unmeasured = {"evaluation.strategy": "oneshot", "evaluation.supernet.epochs": 7}
+    assert rank_caveat(_space(**unmeasured)) is None
     tuned = {"evaluation.strategy": "finetune", "evaluation.epochs": 2}
     assert "ranks nothing" in rank_caveat(_space(**tuned, **{"backbone.weights": "self"}))
     torchvision = {"backbone.weights": "IMAGENET1K_V2"}

@@ -18,7 +18,8 @@ supernet's (sliced) weights and those statistics.
 **A few-shot split** (``evaluation.supernet.split: variant``; Zhao et al. 2021) partitions
 the space by the variant at one site: the trained supernet is copied once per variant there,
 each copy trains ``split_epochs`` more on its part of the space only (the same sampling,
-with that site pinned to the variant), and a candidate is scored on its part's copy. The
+with that site pinned to the variant; ``evaluation.lr`` on a cosine schedule of its own),
+and a candidate is scored on its part's copy. The
 copies have checkpoints of their own beside the supernet's, which they start from.
 """
 
@@ -83,7 +84,7 @@ def _pin(arch: Architecture, part: Part, choice: Any) -> Architecture:
     return Architecture({**arch, part[0]: choice})
 
 
-def extremes(space: SearchSpace, part: Part | None = None) -> list[Architecture]:
+def _extremes(space: SearchSpace, part: Part | None = None) -> list[Architecture]:
     """The largest and the smallest architecture (of ``part``, when given)."""
     if part is None:
         return [largest(space), smallest(space)]
@@ -105,7 +106,7 @@ def step_architectures(
     if part is not None:
         options = block_options(space, part[1])
         randoms = [_pin(arch, part, rng.choice(options)) for arch in randoms]
-    return randoms if cfg.sampling == "uniform" else [*extremes(space, part), *randoms]
+    return randoms if cfg.sampling == "uniform" else [*_extremes(space, part), *randoms]
 
 
 def supernet_key(space: SearchSpace) -> str:
@@ -168,7 +169,7 @@ def train_supernet(
     )
     reports = []
     per_step = len(step_architectures(space, random.Random(0)))
-    top = extremes(space, part)[0]
+    top = _extremes(space, part)[0]
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         supernet.train()

@@ -19,8 +19,8 @@ supernet's (sliced) weights and those statistics.
 the space by the variant at one site: the trained supernet is copied once per variant there,
 each copy trains ``split_epochs`` more on its part of the space only (the same sampling,
 with that site pinned to the variant; ``evaluation.lr`` on a cosine schedule of its own),
-and a candidate is scored on its part's copy. The
-copies have checkpoints of their own beside the supernet's, which they start from.
+and a candidate is scored on its part's copy. The copies have checkpoints of their own
+beside the supernet's, which they start from.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from se_search.errors import SESearchError
 from se_search.evaluation.supernet import Supernet
 from se_search.evaluation.train import Diverged, make_optimizer
 from se_search.events import Listener, SupernetEpoch, SupernetReady, SupernetStarted, ignore
-from se_search.models.arch import Architecture
+from se_search.models.arch import Architecture, SEChoice
 from se_search.space import SearchSpace, digest
 from se_search.space.sampling import (
     block_options,
@@ -80,7 +80,7 @@ def split_parts(space: SearchSpace) -> list[Part]:
     return [(name, variant) for variant in space.variants_at(site)]
 
 
-def _pin(arch: Architecture, part: Part, choice: Any) -> Architecture:
+def _pin(arch: Architecture, part: Part, choice: SEChoice) -> Architecture:
     return Architecture({**arch, part[0]: choice})
 
 

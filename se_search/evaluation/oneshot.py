@@ -72,12 +72,8 @@ Part = tuple[str, str]
 def split_parts(space: SearchSpace) -> list[Part]:
     """The parts of the space's few-shot split, one per variant its split site takes; none
     when ``evaluation.supernet.split`` is ``none``."""
-    cfg = space.evaluation.supernet
-    if cfg.split == "none":
-        return []
-    name = cfg.split_site or space.site_names[-1]
-    site = next(s for s in space.selected_sites if s.name == name)
-    return [(name, variant) for variant in space.variants_at(site)]
+    site = space.split_site
+    return [] if site is None else [(site.name, v) for v in space.variants_at(site)]
 
 
 def _pin(arch: Architecture, part: Part, choice: SEChoice) -> Architecture:

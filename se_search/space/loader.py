@@ -259,12 +259,11 @@ def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
 
 
 def _check_split(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
-    cfg = space.evaluation.supernet
+    cfg, site = space.evaluation.supernet, space.split_site
     if cfg.split == "none":
         return []
-    names = space.site_names
-    key = ("evaluation", "supernet", "split_site")
-    if cfg.split_site is not None and cfg.split_site not in names:
+    names, key = space.site_names, ("evaluation", "supernet", "split_site")
+    if site is None:
         return [
             (
                 key,
@@ -272,7 +271,6 @@ def _check_split(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
                 f"one of {', '.join(names)}, or leave it out for the last ({names[-1]})",
             )
         ]
-    site = next(s for s in space.selected_sites if s.name == (cfg.split_site or names[-1]))
     if len(space.variants_at(site)) < 2:
         return [
             (

@@ -311,6 +311,17 @@ class SearchSpace(_Section):
     def site_names(self) -> list[str]:
         return [s.name for s in self.selected_sites]
 
+    @property
+    def split_site(self) -> Site | None:
+        """The site a few-shot split of the supernet divides on: ``evaluation.supernet.
+        split_site``, by default the last selected site; None when it is not a selected
+        site (:func:`load_space` refuses that) or the supernet does not split."""
+        cfg = self.evaluation.supernet
+        if cfg.split == "none":
+            return None
+        name = cfg.split_site or self.site_names[-1]
+        return next((s for s in self.selected_sites if s.name == name), None)
+
     def variants_at(self, site: Site) -> list[str]:
         """The space's variants that ``site`` takes, in the order ``choices.variant`` lists."""
         return [v for v in self.choices.variant if v in site.variants]

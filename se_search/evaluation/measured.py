@@ -120,11 +120,12 @@ MEASURED: dict[str, tuple[Measured, ...]] = {
 def rank_caveat(space: SearchSpace) -> str | None:
     """What ``run`` says when its strategy was measured not to beat the trivial rankers; its
     hint retrains the front at 4x the budget (the measurement's target) under 2 seeds."""
-    applying = [m for m in MEASURED.get(space.evaluation.strategy, ()) if m.applies(space)]
-    if not applying:
+    ours = MEASURED.get(space.evaluation.strategy, ())
+    measured = next((m for m in ours if m.applies(space)), None)
+    if measured is None:
         return None
     verify = command(
         "verify", study=space.study_name, storage=redact(space.storage),
         epochs=4 * space.evaluation.epochs, seeds=2,
     )  # fmt: skip
-    return applying[0].caveat(verify)
+    return measured.caveat(verify)

@@ -76,6 +76,12 @@ def split_parts(space: SearchSpace) -> list[Part]:
     return [] if site is None else [(site.name, v) for v in space.variants_at(site)]
 
 
+def _epochs(space: SearchSpace, part: Part | None) -> int:
+    """How long the supernet trains, or a split's copy for ``part``."""
+    cfg = space.evaluation.supernet
+    return cfg.epochs if part is None else cfg.split_epochs
+
+
 def _pin(arch: Architecture, part: Part, choice: SEChoice) -> Architecture:
     return Architecture({**arch, part[0]: choice})
 
@@ -156,7 +162,7 @@ def train_supernet(
     space only for ``split_epochs``; one report per epoch."""
     space = supernet.space
     ev, cfg = space.evaluation, space.evaluation.supernet
-    epochs = cfg.epochs if part is None else cfg.split_epochs
+    epochs = _epochs(space, part)
     rng = random.Random(space.search.seed)
     supernet.to(device)
     steps = epochs * len(train_loader)  # type: ignore[arg-type]
@@ -355,7 +361,7 @@ def supernet_scorer(
                 f"no supernet checkpoint at {path}: the driver trains it before the trials; "
                 "on a cluster, set search.artifacts to a folder every node shares"
             )
-        epochs = cfg.epochs if part is None else cfg.split_epochs
+        epochs = _epochs(space, part)
         listener(SupernetStarted(path=str(path), epochs=epochs, part=label))
         reports = train_supernet(
             net, train_loader=train, scorer=scorer, device=device, report=listener, part=part
@@ -369,11 +375,13 @@ def supernet_scorer(
     parts = split_parts(space)
     if not parts:
         return ready(net, None)
-    if not all(checkpoint_path(artifacts, space, part).is_file() for part in parts):
+    trunk = not all(checkpoint_path(artifacts, space, part).is_file() for part in parts)
+    if trunk:
         ready(net, None)  # the supernet the copies start from
     scorers = {}
     for part in parts:
         copy = Supernet(space, init=init).to(device)
-        copy.load_state_dict(net.state_dict())
+        if trunk:
+            copy.load_state_dict(net.state_dict())
         scorers[part[1]] = ready(copy, part)
     return SplitScorer(parts[0][0], scorers)

@@ -10,13 +10,15 @@ candidates:
   that budget: how well it agrees with itself);
 - tau between the space's budget (the mean of the two seeds, as ``evaluation.seeds: 2``
   scores it; and the first seed alone, as one seed does) and the longer budget;
-- the seed-to-seed noise σ at the space's budget, and the references at both budgets.
+- with 2 long seeds, their own seed-to-seed tau (the target's ceiling) and the mean of the
+  short seeds against the mean of the long ones;
+- the seed-to-seed noise σ at both budgets, and the references at both budgets.
 
 Every training is appended to ``--out`` (JSON lines) as soon as it is done, and a run with
 the same ``--out`` skips what is there: a long measurement can be stopped and resumed.
 
     .venv/bin/python benchmarks/fidelity.py --space search_spaces/resnet50.yaml \\
-        --candidates 30 --factor 4 --out fidelity-resnet50.jsonl
+        --candidates 38 --factor 4 --long-seeds 2 --out fidelity-resnet50.jsonl
 """
 
 from __future__ import annotations
@@ -87,11 +89,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="search_spaces/resnet50.yaml")
     parser.add_argument("--set", action="append", default=[], help="override a YAML key")
-    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--candidates", type=int, default=38)
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="draws the random candidates")
     parser.add_argument(
-        "--long-seeds", type=int, default=1, help="seeds at the longer budget (2: its ceiling)"
+        "--long-seeds", type=int, default=2, help="seeds at the longer budget (2: its ceiling)"
     )
     parser.add_argument("--out", type=Path, default=Path("fidelity.jsonl"))
     parser.add_argument("--json", type=Path, help="write the summary here")

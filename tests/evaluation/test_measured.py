@@ -54,12 +54,16 @@ def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured(
     assert rank_caveat(_space(**{"evaluation.epochs": 32})) is None  # longer: not measured
     assert rank_caveat(_space(**{"data.dataset": "cifar10"})) is None
     oneshot = rank_caveat(_space(**{"evaluation.strategy": "oneshot"}))
-    assert oneshot and "one-shot supernet" in oneshot and "does worse" in oneshot
+    assert oneshot and "one-shot supernet" in oneshot and "tau +0.13" in oneshot
+    assert "does no better beyond noise" in oneshot
     # each supernet setting gets its own measurement, an unmeasured one none
     split = rank_caveat(_space(**{"evaluation.strategy": "oneshot",
                                   "evaluation.supernet.split": "variant"}))  # fmt: skip
-    assert split and "few-shot split" in split and "tau +0.36" in split
+    assert split and "few-shot split" in split and "tau +0.30" in split
     assert "does no better beyond noise" in split
+    distill = rank_caveat(_space(**{"evaluation.strategy": "oneshot",
+                                    "evaluation.supernet.distill": True}))  # fmt: skip
+    assert distill and "in-place distillation" in distill and "does worse" in distill
     unmeasured = {"evaluation.strategy": "oneshot", "evaluation.supernet.epochs": 7}
     assert rank_caveat(_space(**unmeasured)) is None
     tuned = {"evaluation.strategy": "finetune", "evaluation.epochs": 2}

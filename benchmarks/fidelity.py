@@ -139,6 +139,8 @@ def main() -> None:
     a1 = [done[(label, short, first + 1)]["accuracy"] for label in labels]
     b = [done[(label, long, first)]["accuracy"] for label in labels]
     mean = [statistics.fmean(pair) for pair in zip(a0, a1)]
+    at_long = [statistics.fmean(done[(label, long, first + s)]["accuracy"]
+                                for s in range(args.long_seeds)) for label in labels]  # fmt: skip
     sigma, dof = pooled_sd([list(pair) for pair in zip(a0, a1)])
     seconds = {e: statistics.median(r["seconds"] for k, r in done.items() if k[1] == e)
                for e in (short, long)}  # fmt: skip
@@ -152,12 +154,11 @@ def main() -> None:
     summary["one_vs_long"] = tau_line(f"seed {first} at {short} vs {long} epochs", a0, b)
     if args.long_seeds > 1:
         b1 = [done[(label, long, first + 1)]["accuracy"] for label in labels]
-        long_mean = [statistics.fmean(pair) for pair in zip(b, b1)]
         summary["long_seed_vs_seed"] = tau_line(
             f"seed {first} vs {first + 1}, {long} epochs", b, b1
         )
         summary["mean_vs_long_mean"] = tau_line(
-            f"mean of 2 at {short} vs mean of 2 at {long} epochs", mean, long_mean
+            f"mean of 2 at {short} vs mean of 2 at {long} epochs", mean, at_long
         )
         summary["long_sigma"], _ = pooled_sd([list(pair) for pair in zip(b, b1)])
         print(f"  noise σ at {long} epochs (2 seeds each): {summary['long_sigma']:.4f}")
@@ -165,15 +166,24 @@ def main() -> None:
     print(f"  median seconds per training: {short} epochs {seconds[short]:.0f}, "
           f"{long} epochs {seconds[long]:.0f}")  # fmt: skip
     refs = {}
-    for i, label in enumerate(labels):
+    for label in labels:
         if label.startswith("ref:"):
-            refs[label] = {"short": [a0[i], a1[i]], "long": b[i]}
+            refs[label] = {
+                "short": [done[(label, short, first + s)]["accuracy"] for s in range(2)],
+                "long": [
+                    done[(label, long, first + s)]["accuracy"] for s in range(args.long_seeds)
+                ],
+            }
             print(
-                f"  {label:16s} {short} epochs {a0[i]:.4f} / {a1[i]:.4f}, {long} epochs {b[i]:.4f}"
+                f"  {label:16s} {short} epochs "
+                + " / ".join(f"{a:.4f}" for a in refs[label]["short"])
+                + f", {long} epochs "
+                + " / ".join(f"{a:.4f}" for a in refs[label]["long"])
             )
     summary["references"] = refs
-    print(f"  accuracy spread at {long} epochs: {min(b):.4f} to {max(b):.4f}; at {short} "
-          f"epochs (mean of 2): {min(mean):.4f} to {max(mean):.4f}")  # fmt: skip
+    print(f"  accuracy spread at {long} epochs (mean of {args.long_seeds}): {min(at_long):.4f} "
+          f"to {max(at_long):.4f}; at {short} epochs (mean of 2): {min(mean):.4f} to "
+          f"{max(mean):.4f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.json}")

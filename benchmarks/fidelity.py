@@ -135,13 +135,18 @@ def main() -> None:
         )
 
     labels = list(archs)
-    a0 = [done[(label, short, first)]["accuracy"] for label in labels]
-    a1 = [done[(label, short, first + 1)]["accuracy"] for label in labels]
-    b = [done[(label, long, first)]["accuracy"] for label in labels]
-    mean = [statistics.fmean(pair) for pair in zip(a0, a1)]
-    at_long = [statistics.fmean(done[(label, long, first + s)]["accuracy"]
-                                for s in range(args.long_seeds)) for label in labels]  # fmt: skip
-    sigma, dof = pooled_sd([list(pair) for pair in zip(a0, a1)])
+
+    def runs(epochs: int, seeds: int) -> list[list[float]]:
+        """Per candidate, its accuracy under each seed at ``epochs``."""
+        return [[done[(label, epochs, first + s)]["accuracy"] for s in range(seeds)]
+                for label in labels]  # fmt: skip
+
+    short_runs, long_runs = runs(short, 2), runs(long, args.long_seeds)
+    a0, a1 = [r[0] for r in short_runs], [r[1] for r in short_runs]
+    b = [r[0] for r in long_runs]
+    mean = [statistics.fmean(r) for r in short_runs]
+    at_long = [statistics.fmean(r) for r in long_runs]
+    sigma, dof = pooled_sd(short_runs)
     seconds = {e: statistics.median(r["seconds"] for k, r in done.items() if k[1] == e)
                for e in (short, long)}  # fmt: skip
     print(f"\n{space.name}, {len(labels)} candidates:")
@@ -153,33 +158,24 @@ def main() -> None:
     summary["mean_vs_long"] = tau_line(f"mean of 2 seeds at {short} vs {long} epochs", mean, b)
     summary["one_vs_long"] = tau_line(f"seed {first} at {short} vs {long} epochs", a0, b)
     if args.long_seeds > 1:
-        b1 = [done[(label, long, first + 1)]["accuracy"] for label in labels]
+        b1 = [r[1] for r in long_runs]
         summary["long_seed_vs_seed"] = tau_line(
             f"seed {first} vs {first + 1}, {long} epochs", b, b1
         )
         summary["mean_vs_long_mean"] = tau_line(
             f"mean of 2 at {short} vs mean of 2 at {long} epochs", mean, at_long
         )
-        summary["long_sigma"], _ = pooled_sd([list(pair) for pair in zip(b, b1)])
-        print(f"  noise σ at {long} epochs (2 seeds each): {summary['long_sigma']:.4f}")
+        summary["long_sigma"], _ = pooled_sd(long_runs)
+        print(f"  noise σ at {long} epochs ({args.long_seeds} seeds each): "
+              f"{summary['long_sigma']:.4f}")  # fmt: skip
     print(f"  noise σ at {short} epochs (2 seeds each): {sigma:.4f} ({dof} degrees of freedom)")
     print(f"  median seconds per training: {short} epochs {seconds[short]:.0f}, "
           f"{long} epochs {seconds[long]:.0f}")  # fmt: skip
-    refs = {}
-    for label in labels:
-        if label.startswith("ref:"):
-            refs[label] = {
-                "short": [done[(label, short, first + s)]["accuracy"] for s in range(2)],
-                "long": [
-                    done[(label, long, first + s)]["accuracy"] for s in range(args.long_seeds)
-                ],
-            }
-            print(
-                f"  {label:16s} {short} epochs "
-                + " / ".join(f"{a:.4f}" for a in refs[label]["short"])
-                + f", {long} epochs "
-                + " / ".join(f"{a:.4f}" for a in refs[label]["long"])
-            )
+    refs = {label: {"short": short_runs[i], "long": long_runs[i]}
+            for i, label in enumerate(labels) if label.startswith("ref:")}  # fmt: skip
+    for label, ref in refs.items():
+        short_acc, long_acc = (" / ".join(f"{a:.4f}" for a in ref[k]) for k in ("short", "long"))
+        print(f"  {label:16s} {short} epochs {short_acc}, {long} epochs {long_acc}")
     summary["references"] = refs
     print(f"  accuracy spread at {long} epochs (mean of {args.long_seeds}): {min(at_long):.4f} "
           f"to {max(at_long):.4f}; at {short} epochs (mean of 2): {min(mean):.4f} to "

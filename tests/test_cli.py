@@ -88,6 +88,22 @@ def test_bad_arch_and_set_exit_2(small_space_file: Path) -> None:
     assert bad_set.exit_code == 2 and "search.trials" in bad_set.output
 
 
+@pytest.mark.parametrize("case", ["directory", "missing folder"])
+def test_run_refuses_a_sqlite_file_it_cannot_open_or_create(case: str, tmp_path: Path) -> None:
+    path, fix = {
+        "directory": (tmp_path, f"name a database file in it, e.g. sqlite:///{tmp_path}/"),
+        "missing folder": (tmp_path / "no" / "r.db", f"mkdir -p {tmp_path / 'no'}"),
+    }[case]
+    result = runner.invoke(
+        app, ["run", "--space", "resnet18", "--storage", f"sqlite:///{path}", "--trials", "1"]
+    )
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())  # rich folds long lines
+    assert f"storage 'sqlite:///{path}'" in message and fix in message
+    assert "Traceback" not in result.output and not isinstance(result.exception, Exception)
+    assert sorted(tmp_path.iterdir()) == []  # nothing was created
+
+
 def test_spaces_lists_bundled_spaces() -> None:
     result = runner.invoke(app, ["spaces"])
     assert result.exit_code == 0

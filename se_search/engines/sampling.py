@@ -17,6 +17,7 @@ from se_search.models.backbones import Site
 from se_search.space import SearchSpace
 from se_search.storage.database import (
     StorageError,
+    check_sqlite_file,
     redact,
     retry_racing,
     serialize_sqlite,
@@ -50,6 +51,7 @@ def open_storage(storage: str) -> optuna.storages.RDBStorage:
     """Optuna's storage on ``storage``; a race to create its tables is retried. On SQLite
     its transactions are serialized, so that two processes never pop the same queued trial
     (:func:`~se_search.storage.database.serialize_sqlite`)."""
+    check_sqlite_file(storage)
     rdb = retry_racing(
         lambda: optuna.storages.RDBStorage(storage, engine_kwargs=sqlite_busy_timeout(storage))
     )

@@ -4,10 +4,12 @@ without their passwords."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -25,12 +27,14 @@ from se_search.errors import SESearchError
 
 __all__ = [
     "StorageError",
+    "check_sqlite_file",
     "open_engine",
     "redact",
     "retry_racing",
     "serialize_sqlite",
     "sqlite_busy_timeout",
     "transaction",
+    "without_password",
 ]
 
 
@@ -41,6 +45,56 @@ class StorageError(SESearchError):
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***``, for messages and logs."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def without_password(url: str) -> str:
+    """``url`` with no password at all: what may be written to disk. A connection on it
+    takes the password from the driver's own sources (PostgreSQL: ``PGPASSWORD``,
+    ``~/.pgpass``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return redact(url)
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases and in-memory SQLite."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
+def check_sqlite_file(url: str) -> None:
+    """Refuse, naming the path and the fix, a SQLite URL whose file cannot be opened or
+    created (a directory, a missing folder, no permission): SQLite itself only says "unable
+    to open database file", from deep inside the first query."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        example = f"sqlite:///{path / 'se_search.db'}"
+        problem = f"{path} is a directory; name a database file in it, e.g. {example}"
+    elif not folder.is_dir():
+        problem = (
+            f"the folder {folder} does not exist; create it (mkdir -p {folder}) or name a "
+            "file in a folder that exists"
+        )
+    elif path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        problem = f"{path} cannot be read and written; fix its permissions or use another file"
+    elif not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        problem = (
+            f"{path} cannot be created in {folder}, which is not writable; use another folder"
+        )
+    else:
+        return
+    raise StorageError(f"storage {redact(url)!r}: {problem}")
 
 
 def sqlite_busy_timeout(url: str) -> dict[str, Any]:
@@ -86,6 +140,8 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
     """A SQLAlchemy engine for ``url``, with errors that name the fix (and no password);
     on SQLite, with serialized transactions unless ``read_only``."""
     shown = redact(url)
+    if not read_only:  # a read-only open refuses a missing file itself, and creates none
+        check_sqlite_file(url)
     try:
         make_url(url)
         engine = create_engine(url, **sqlite_busy_timeout(url))

@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, inspect, select
@@ -26,6 +25,7 @@ from se_search.storage.database import (
     open_engine,
     redact,
     retry_racing,
+    sqlite_file,
     transaction,
 )
 from se_search.storage.seeds import SeedRecords
@@ -341,13 +341,12 @@ def _with_metrics() -> Any:
 
 def _require_existing(url: str) -> None:
     """For SQLite, refuse a file that does not exist (SQLite would create an empty one)."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StorageError(
-                f"no results database at {path}; run `{command('run', space='SPACE')}` first, "
-                f"or give the {flag('storage')} a search wrote to (e.g. {DEFAULT_STORAGE})"
-            )
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(
+            f"no results database at {path}; run `{command('run', space='SPACE')}` first, "
+            f"or give the {flag('storage')} a search wrote to (e.g. {DEFAULT_STORAGE})"
+        )
 
 
 def _aware(moment: datetime) -> datetime:

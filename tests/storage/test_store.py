@@ -42,7 +42,7 @@ def test_read_only_never_creates_anything(tmp_path: Path) -> None:
 def test_bad_urls_name_the_forms(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="sqlite:///se_search.db"):
         ResultsStore("not a url")
-    with pytest.raises(StorageError, match=r"folder exists"):
+    with pytest.raises(StorageError, match=r"folder .*no/such does not exist; create it"):
         ResultsStore(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
     with pytest.raises(StorageError) as err:
         ResultsStore("postgresql+nosuchdriver://bob:hunter2@localhost/db")

@@ -17,6 +17,7 @@ from se_search.engines.recorder import (
     reused_evaluation,
 )
 from se_search.engines.sampling import sample_architecture
+from se_search.engines.tally import RunTally
 from se_search.evaluation.evaluator import Evaluator
 from se_search.evaluation.stopping import AshaRule, EarlyStopped
 from se_search.evaluation.train import Diverged
@@ -75,19 +76,17 @@ class LocalEngine:
         self.listener(RunStarted(target=target, finished=done, recovered=recovered, queued=queued))
         if done < target:
             self.evaluator.prepare(self.listener)  # oneshot: the supernet, once
-        ran = failed = 0
+        tally = RunTally(self.listener)
         status = RunStatus.INTERRUPTED
         try:
-            while done < target and failed <= target:  # more failures than trials: stop
-                ok = self._one_trial()
-                ran += 1
-                failed += not ok
+            while done < target and tally.failed <= target:  # more failures than trials: stop
+                tally.ended(failed=not self._one_trial())
                 done = rec.finished()
             status = RunStatus.FINISHED if done >= target else RunStatus.FAILED
             rec.check_latency(self.evaluator, self.listener)
         finally:
             rec.end(status)
-        return rec.summary(target=target, ran=ran, failed=failed)
+        return rec.summary(target=target, ran=tally.ran, failed=tally.failed)
 
     def _one_trial(self) -> bool:
         rec = self.recorder

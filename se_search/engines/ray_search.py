@@ -1,6 +1,11 @@
 """The ray engine's driver side: Tune's ``OptunaSearch`` on the study, recording each
 trial through the :class:`~se_search.engines.recorder.StudyRecorder` as the local engine
 does, and holding a copy of an architecture another worker trains until its figures come.
+
+Tune pickles its search algorithm with the Tuner. What the searcher pickles is what it needs
+to find its study again (the space without its storage URL, the URL without a password, the
+budget), not the live database connections, sampler or listener: unpickled, it reopens the
+study on first use and records into it as before.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ from se_search.engines import ray_env  # noqa: F401  (before Ray is imported)
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from se_search.engines.recorder import reused_evaluation
+from se_search.engines.ray_worker import for_workers
+from se_search.engines.recorder import StudyRecorder, reused_evaluation
 from se_search.engines.sampling import sample_architecture
+from se_search.engines.tally import RunTally
 from se_search.evaluation.evaluator import Evaluation
 from se_search.events import (
     TrialEpoch,
@@ -29,11 +36,14 @@ from se_search.events import (
     TrialStarted,
 )
 from se_search.models.arch import Architecture
-
-if TYPE_CHECKING:
-    from se_search.engines.ray_tune import RayEngine
+from se_search.space import SearchSpace
+from se_search.storage.database import without_password
 
 __all__ = ["RecordingSearch", "TrialWatcher"]
+
+#: The full storage URL of each password-less one a searcher pickles, in the driver that
+#: made it: unpickled there, a searcher reconnects with the password it was given.
+_URLS: dict[str, str] = {}
 
 
 def _ray_error(trial: Any) -> str:
@@ -48,31 +58,74 @@ def _event_fields(running: dict[str, Any]) -> dict[str, Any]:
     return {k: running[k] for k in ("trial", "arch", "placement")}
 
 
-_DRIVER_ONLY = (
-    "engine", "rec", "space", "_info", "_held", "_ready", "_ot_trials", "_ot_study", "_storage"
+#: What a searcher holds only while it runs in its driver: connections, the sampler (Optuna
+#: 5.1's NSGA-II holds a lock), live trials, the listener. Pickled, it leaves them behind.
+_LIVE = (
+    "rec", "tally", "trials", "_sampler", "_ot_study", "_storage", "_ot_trials", "_info",
+    "_held", "_ready",
 )  # fmt: skip
 
 
 class RecordingSearch(OptunaSearch):
-    """Tune's OptunaSearch on the study, recording each trial like the local engine does."""
+    """Tune's OptunaSearch on the study, recording each trial like the local engine does.
 
-    def __init__(self, engine: RayEngine, target: int) -> None:
-        space = engine.space
+    ``tally`` counts the trials that end and tells its listener; ``trials`` maps Tune's
+    trial ids to its Trial objects (the :class:`TrialWatcher` fills it), for their errors.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        recorder: StudyRecorder,
+        tally: RunTally,
+        target: int,
+        trials: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(
             space=self._define,
             metric=list(space.objectives),
             mode=list(space.objectives.values()),
-            sampler=engine.study.sampler,  # seeded past the study's trials on a resume
+            sampler=recorder.study.sampler,  # seeded past the study's trials on a resume
             study_name=space.study_name,
-            storage=engine.recorder.rdb,
+            storage=recorder.rdb,
         )
-        self.engine, self.space, self.rec = engine, space, engine.recorder
-        self.target = target
+        self.space, self.target = for_workers(space), target
+        self.url, self.run_id = without_password(recorder.storage), recorder.run_id
+        _URLS[self.url] = recorder.storage
+        self._attach(recorder, tally, {} if trials is None else trials)
+
+    def _attach(self, recorder: StudyRecorder, tally: RunTally, trials: dict[str, Any]) -> None:
+        self.rec, self.tally, self.trials = recorder, tally, trials
+        self._sampler, self._storage = recorder.study.sampler, recorder.rdb
+        self._ot_study = recorder.study
+        self._ot_trials: dict[str, Any] = {}
         self._info: dict[str, dict[str, Any]] = {}  # by Tune trial id, while it runs
         # Copies of an architecture that another trial trains now, by that trial's number;
         # and copies whose twin did not complete, to be trained.
         self._held: dict[int, list[tuple[Any, Architecture, dict]]] = {}
         self._ready: list[tuple[Any, Architecture, dict]] = []
+
+    # Resuming goes through the study in the database, not through Tune's experiment state;
+    # a searcher unpickled (Tune's snapshot of the Tuner) reopens the study when first used.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _LIVE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.rec = None
+
+    def _reopen(self) -> None:
+        if self.rec is None:
+            recorder = StudyRecorder(self.space, _URLS.get(self.url, self.url))
+            recorder.run_id = self.run_id  # the trials go on belonging to the same run
+            self._attach(recorder, RunTally(), {})
+
+    def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def restore_from_dir(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def _define(self, trial: Any) -> dict[str, Any]:
         arch = sample_architecture(trial, self.space)
@@ -83,6 +136,7 @@ class RecordingSearch(OptunaSearch):
         }
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self._reopen()
         if self._ready:  # a held copy whose twin did not complete: trained after all
             trial, arch, config = self._ready.pop(0)
             self._ot_trials[trial_id] = trial
@@ -104,7 +158,7 @@ class RecordingSearch(OptunaSearch):
             # too. This Tune trial id asks Optuna for another candidate.
             del self._ot_trials[trial_id]
             self._held.setdefault(twin, []).append((trial, arch, config))
-            self.engine.listener(TrialHeld(trial=trial.number, twin=twin))
+            self.tally.tell(TrialHeld(trial=trial.number, twin=twin))
 
     def _launch(
         self, trial_id: str, trial: Any, arch: Architecture, config: dict, *, previous: Any
@@ -113,7 +167,7 @@ class RecordingSearch(OptunaSearch):
             config = {**config, "se_reuse": json.dumps(reused_evaluation(arch, previous).metrics)}
         info = self._event_info(trial, arch)
         self._info[trial_id] = {**info, "previous": previous}
-        self.engine.listener(TrialStarted(**info))
+        self.tally.tell(TrialStarted(**info))
         return config
 
     def _event_info(self, trial: Any, arch: Architecture) -> dict[str, Any]:
@@ -142,16 +196,17 @@ class RecordingSearch(OptunaSearch):
         for trial, arch, _config in held:
             evaluation = reused_evaluation(arch, previous)
             front = self.rec.complete(trial, evaluation, duplicate_of=previous["trial_number"])
-            self.engine.ran += 1
+            self.tally.ended()
             info = self._event_info(trial, arch)
-            self.engine.listener(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.tell(self.rec.done_event(info, evaluation, front, previous))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._reopen()
         if not result.get("se_final"):
             epoch, accuracy = int(result["training_iteration"]), result["accuracy"]
             self.rec.record_epoch(self._ot_trials[trial_id], epoch, accuracy)
             info = _event_fields(self._info[trial_id])
-            self.engine.listener(
+            self.tally.tell(
                 TrialEpoch(**info, epoch=epoch, accuracy=accuracy, node=result["node"],
                            pid=result["pid"])
             )  # fmt: skip
@@ -159,20 +214,21 @@ class RecordingSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        self._reopen()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         self._completed_trials.add(trial_id)
         trial, running = self._ot_trials[trial_id], self._info.pop(trial_id)
         info = _event_fields(running)
-        tune_trial = self.engine.trials.get(trial_id)
+        tune_trial = self.trials.get(trial_id)
         result = result or (tune_trial.last_result if tune_trial is not None else {}) or {}
         node = result.get("node")
-        self.engine.ran += 1
-        if error or result.get("se_failed"):
+        failed = bool(error or result.get("se_failed"))
+        self.tally.ended(failed=failed)
+        if failed:
             reason = result.get("se_failed") if not error else _ray_error(tune_trial)
             self.rec.fail(trial, info["arch"], reason, node=node)
-            self.engine.failed += 1
-            self.engine.listener(TrialFailed(**info, reason=reason))
+            self.tally.tell(TrialFailed(**info, reason=reason))
         elif result.get("se_final"):
             metrics = json.loads(result["se_metrics"])
             evaluation = Evaluation(
@@ -189,7 +245,7 @@ class RecordingSearch(OptunaSearch):
                 checkpoint=result.get("se_checkpoint"),
                 node=node,
             )
-            self.engine.listener(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.tell(self.rec.done_event(info, evaluation, front, previous))
         else:  # stopped by the scheduler after an intermediate report
             epoch = int(result["training_iteration"])
             reason = f"stopped by ASHA after epoch {epoch}"
@@ -199,35 +255,24 @@ class RecordingSearch(OptunaSearch):
                 metrics["latency_ms"] = result["latency_ms"]
             metrics.update(accuracy=result["accuracy"], epochs=epoch)
             self.rec.prune(trial, info["arch"], metrics, reason, node=node)
-            self.engine.listener(TrialPruned(**info, reason=reason))
+            self.tally.tell(TrialPruned(**info, reason=reason))
         self._release(trial.number)
-
-    # Resuming goes through the study in the database, not through Tune's experiment state:
-    # Tune's snapshot of the Tuner holds no connection to the driver's databases.
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in _DRIVER_ONLY}
-
-    def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def restore_from_dir(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 class TrialWatcher(Callback):
-    """Keeps Tune's Trial objects (errors, last results) and reports retries."""
+    """Keeps Tune's Trial objects (errors, last results) in ``trials`` and reports retries."""
 
-    def __init__(self, engine: RayEngine) -> None:
-        self.engine = engine
+    def __init__(self, tally: RunTally, trials: dict[str, Any]) -> None:
+        self.tally, self.trials = tally, trials
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.engine.trials[trial.trial_id] = trial
+        self.trials[trial.trial_id] = trial
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.engine.listener(
+        self.tally.tell(
             TrialRetried(tune_trial=trial.trial_id, failures=trial.run_metadata.num_failures,
                          reason=_ray_error(trial))
         )  # fmt: skip

@@ -37,6 +37,7 @@ from se_search.commands import flag
 from se_search.engines.ray_search import RecordingSearch, TrialWatcher
 from se_search.engines.ray_worker import EvaluatorFactory, evaluate_trial, for_workers
 from se_search.engines.recorder import RunSummary, StudyRecorder
+from se_search.engines.tally import RunTally
 from se_search.errors import SESearchError
 from se_search.evaluation.evaluator import Evaluator
 from se_search.events import Listener, RunStarted, ignore
@@ -103,7 +104,7 @@ class RayEngine:
             ) from None
         return True
 
-    def _tuner(self, samples: int, target: int, name: str) -> Any:
+    def _tuner(self, samples: int, target: int, name: str, tally: RunTally) -> Any:
         cfg, stop = self.space.search.ray, self.space.evaluation.early_stopping
         scheduler = (
             ASHAScheduler(
@@ -130,7 +131,13 @@ class RayEngine:
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=RecordingSearch(self, target),
+                search_alg=RecordingSearch(
+                    space=self.space,
+                    recorder=self.recorder,
+                    tally=tally,
+                    target=target,
+                    trials=self.trials,
+                ),
                 scheduler=scheduler,
                 num_samples=samples,
                 max_concurrent_trials=cfg.max_concurrent_trials,
@@ -142,7 +149,7 @@ class RayEngine:
                 name=name,
                 storage_path=str(self.recorder.checkpoint_dir.parent / "ray_tune"),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                callbacks=[TrialWatcher(self)],
+                callbacks=[TrialWatcher(tally, self.trials)],
                 verbose=0,
                 progress_reporter=None,
             ),
@@ -169,13 +176,13 @@ class RayEngine:
             driver.prepare(self.listener)
             if self.space.latency.mode != "measure" and driver.needs_latency:
                 self.latency_table = driver.lut.entries()
-        self.ran = self.failed = 0
+        tally = RunTally(self.listener)
         self.trials: dict[str, Any] = {}  # Tune trial id -> Tune's Trial (for errors, nodes)
         status = RunStatus.INTERRUPTED
         try:
-            while done < target and self.failed <= target:
-                name = f"{self.space.study_name}-{rec.run_id}-{self.ran}"
-                self._tuner(target - done, target, name).fit()
+            while done < target and tally.failed <= target:
+                name = f"{self.space.study_name}-{rec.run_id}-{tally.ran}"
+                self._tuner(target - done, target, name, tally).fit()
                 done = rec.finished()
             status = RunStatus.FINISHED if done >= target else RunStatus.FAILED
             rec.check_latency(driver, self.listener)
@@ -183,4 +190,4 @@ class RayEngine:
             rec.end(status)
             if started:
                 ray.shutdown()
-        return rec.summary(target=target, ran=self.ran, failed=self.failed)
+        return rec.summary(target=target, ran=tally.ran, failed=tally.failed)

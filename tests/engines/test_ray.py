@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 from collections.abc import Iterator
@@ -15,13 +16,17 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 import ray
+from ray import cloudpickle
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from se_search.cli import app
 from se_search.costs.lut import LatencyLUT
 from se_search.engines.local import LocalEngine
+from se_search.engines.ray_search import RecordingSearch
 from se_search.engines.ray_tune import RayEngine
+from se_search.engines.recorder import StudyRecorder
+from se_search.engines.tally import RunTally
 from se_search.evaluation.stopping import EPOCHS_ATTR
 from se_search.events import (
     Event,
@@ -113,6 +118,43 @@ def test_ray_search_fills_the_same_study_and_tables_as_the_local_engine(tmp_path
     assert "e2e" in listed
     detail = _get(wsgi(space.storage), f"/api/studies/{listed['e2e']['study_id']}")
     assert len(detail["trials"]) == 4 and detail["objective_names"] == list(space.objectives)
+
+
+def test_the_searcher_pickles_without_live_state_and_records_into_its_study_after(
+    tmp_path: Path,
+) -> None:
+    """Tune pickles its search algorithm with the Tuner. Optuna 5.1's NSGA-II sampler holds
+    a lock, so the live sampler, connections and listener must stay behind; unpickled, the
+    searcher reopens the study and records into it."""
+    space = _space(tmp_path, "pickled")
+    recorder = StudyRecorder(space, space.storage)
+    recorder.seed_paper()  # the reference "none" is queued first
+    run_id = recorder.begin({"engine": "ray"})
+    assert isinstance(recorder.study.sampler, optuna.samplers.NSGAIISampler)
+    events = EventLog()
+    search = RecordingSearch(
+        space=space, recorder=recorder, tally=RunTally(events), target=space.search.trials
+    )
+    blob = cloudpickle.dumps(search)  # as Tune does; with the live sampler this raised
+    copy = pickle.loads(blob)
+    assert copy.rec is None and not any(k in copy.__dict__ for k in ("tally", "_sampler"))
+
+    config = copy.suggest("tune-0")
+    arch = Architecture(json.loads(config["se_arch"]))
+    evaluation = StandIn()(space).evaluate(arch)
+    copy.on_trial_complete(
+        "tune-0", {"se_final": True, "se_metrics": json.dumps(evaluation.metrics), "node": "n"}
+    )
+    assert copy.rec is not recorder and copy.tally.ran == 1 and events == []
+    study = optuna.load_study(study_name="e2e", storage=space.storage)
+    trial, queued = study.trials  # the second reference waits in the queue
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["se_reference"] == "none"
+    assert queued.state == TrialState.WAITING
+    assert trial.values[0] == pytest.approx(evaluation.metrics["accuracy"])
+    [cand] = ResultsStore(space.storage, read_only=True).candidates("e2e")
+    assert cand["state"] == "complete" and cand["run_id"] == run_id
+    assert Architecture(cand["architecture"]) == arch
+    assert arch == Architecture({})  # the reference "none", popped from the study's queue
 
 
 def _get(app: Any, path: str) -> Any:

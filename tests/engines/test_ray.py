@@ -16,8 +16,8 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 import ray
-from ray import cloudpickle
 from optuna.trial import TrialState
+from ray import cloudpickle
 from typer.testing import CliRunner
 
 from se_search.cli import app

@@ -21,6 +21,7 @@ STAGES = [
     ("stats", ["stats"]),
     ("models", ["models"]),
     ("space", ["space"]),
+    ("data", ["data"]),
     ("events", ["events"]),
     ("storage", ["storage"]),
     ("costs", ["costs"]),

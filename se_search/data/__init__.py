@@ -1,0 +1,1 @@
+"""Data sets: reading them, splitting them, batching them."""

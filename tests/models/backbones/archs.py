@@ -10,9 +10,6 @@ from se_search.models.blocks import GATES, SQUEEZES
 
 #: Every squeeze and every gate, as a random block draws them.
 SQUEEZE_NAMES, GATE_NAMES = list(SQUEEZES), list(GATES)
-#: Uniform choices for the cost-table tests: NoSqueeze (a per-pixel MLP, 2·C·h per position)
-#: with the tanh and relu gates at every site.
-NOSQUEEZE = ("standard:4:none:tanh", "standard:16:none:relu")
 
 
 def random_arch(sites: list[Site], rng: random.Random) -> Architecture:

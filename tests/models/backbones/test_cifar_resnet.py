@@ -1,9 +1,11 @@
-"""CIFAR-style ResNets: the published sizes, a stem that keeps 32x32, ResNet sites and costs."""
+"""CIFAR-style ResNets: the published sizes, a stem that keeps 32x32, ResNet sites and costs.
+
+What every family shares (upstream's model, parameter names kept, pickling, the cost
+table) is checked in test_contract.py.
+"""
 
 from __future__ import annotations
 
-import pickle
-import random
 from typing import Any
 
 import pytest
@@ -17,9 +19,6 @@ from se_search.models.backbones import get_backbone, list_backbones
 from se_search.models.backbones.resnet import ResNetFamily
 from se_search.models.surgery import insert_se
 from se_search.models.variants import ResidualSE
-from se_search.space import load_space
-from se_search.space.build import build_model
-from tests.models.backbones.archs import NOSQUEEZE, random_arch
 
 FAMILY = get_backbone("resnet20")
 # Published parameter counts (10 classes): He et al. 2016 Table 6 (ResNet-20..110) and the
@@ -151,43 +150,22 @@ def test_initialised_like_torchvision() -> None:
     assert abs(conv.weight.std().item() / (2 / (64 * 9)) ** 0.5 - 1) < 0.05
 
 
-def test_none_is_the_plain_model() -> None:
-    overrides = {"backbone.model": "resnet20", "choices.reduction": [4, 16]}
-    space = load_space("resnet18", overrides)  # reduction 32 would exceed layer1's 16
-    assert space.site_names == [s for s, _, _ in _expected_sites("resnet20")]
-    torch.manual_seed(0)
-    built = build_model(space, Architecture.uniform(space.site_names, "none")).eval()
-    torch.manual_seed(0)
-    plain = FAMILY.build("resnet20", num_classes=10).eval()
-    state, expected = built.state_dict(), plain.state_dict()
-    assert list(state) == list(expected)
-    assert all(torch.equal(state[k], expected[k]) for k in expected)
-    assert [type(m) for m in built.modules()] == [type(m) for m in plain.modules()]
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(built(x), plain(x))
-
-
-@pytest.mark.parametrize(("model", "image_size"), [("resnet20", 32), ("resnet164", 28)])
-def test_cost_table_equals_profiling_the_built_model(model: str, image_size: int) -> None:
+def test_cost_table_of_the_bottleneck_model() -> None:
+    """ResNet-164's bottlenecks at 28x28 (28, 14 and 7 pixels a side); the contract test
+    checks the family's representative, ResNet-20, of basic blocks."""
+    model, image_size = "resnet164", 28
     base = FAMILY.build(model, num_classes=10)
     table = CostTable.build(base, family=FAMILY, image_size=image_size)
-    sites = FAMILY.list_sites(base)
-    names = [s.name for s in sites]
+    names = [s.name for s in FAMILY.list_sites(base)]
     mixed = Architecture({n: f"{VARIANTS[i % 4]}:{(4, 16)[i % 2]}" for i, n in enumerate(names)})
-    archs = [Architecture(), Architecture.uniform(names, "standard:16"), mixed]
-    if model == "resnet20":  # every profile of ResNet-164 takes a second
-        archs += [Architecture.uniform(names, c) for c in NOSQUEEZE]
-        archs += [random_arch(sites, random.Random(i)) for i in range(3)]
     assert {c.variant for c in mixed.values()} == set(VARIANTS)
-    for arch in archs:
+    for arch in (Architecture.uniform(names, "standard:16"), mixed):
         net = insert_se(base, arch, backbone=model)
         assert table.costs(arch) == (count_params(net), count_flops(net, image_size=image_size))
-    assert table.costs(archs[1])[0] > table.costs(archs[0])[0]
 
 
 @pytest.mark.parametrize("variant", ["none", *VARIANTS])
-def test_every_variant_builds_runs_and_pickles(variant: str) -> None:
+def test_every_variant_wraps_each_block_and_runs(variant: str) -> None:
     net = FAMILY.build("resnet20", num_classes=10).eval()
     names = [s.name for s in FAMILY.list_sites(net)]
     choice = variant if variant == "none" else f"{variant}:4"
@@ -201,8 +179,6 @@ def test_every_variant_builds_runs_and_pickles(variant: str) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         y, plain = built(x), net(x)
-        copy = pickle.loads(pickle.dumps(built))
-        assert torch.equal(copy(x), y)
     assert y.shape == (2, 10) and torch.isfinite(y).all()
     assert torch.equal(y, plain) == (variant == "none")
 

@@ -1,4 +1,8 @@
-"""ShuffleNetV2: its 16 shuffle units as sites, and where each variant puts SE."""
+"""ShuffleNetV2: its 16 shuffle units as sites, and where each variant puts SE.
+
+What every family shares (upstream's model, parameter names kept, pickling, the cost
+table) is checked in test_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from torch import nn
 from torchvision.models import get_model
 from torchvision.models.shufflenetv2 import channel_shuffle
 
-from se_search.costs.flops import CostTable, count_flops, count_params
 from se_search.errors import ArchitectureError, SpaceError
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone, list_backbones
@@ -21,7 +24,6 @@ from se_search.models.backbones.shufflenet import ShuffleSE
 from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.space import load_space
-from se_search.space.build import build_model
 from tests.models.backbones.archs import random_arch
 
 FAMILY = get_backbone("shufflenet_v2_x1_0")
@@ -57,22 +59,6 @@ def test_sites_are_the_shuffle_units(model: str) -> None:
             assert unit.stride == 1
             assert set(site.variants) == {"none", "standard", "pre", "post", "identity"}
             assert site.channels("pre") == site.channels("identity") == site.in_channels // 2
-
-
-def test_the_none_architecture_is_torchvisions_model() -> None:
-    space = load_space("shufflenet_v2", {"backbone.model": SMALL})
-    assert space.site_names == NAMES
-    torch.manual_seed(7)
-    ours = build_model(space, Architecture())
-    torch.manual_seed(7)
-    reference = get_model(SMALL, weights=None, num_classes=10)
-    assert type(ours) is type(reference)
-    mine, theirs = ours.state_dict(), reference.state_dict()
-    assert list(mine) == list(theirs)
-    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():  # train mode: batch statistics, so activations stay O(1)
-        assert torch.equal(ours(x), reference(x))
 
 
 @pytest.fixture(scope="module")
@@ -182,43 +168,6 @@ def test_a_space_listing_a_variant_no_site_takes_fails_to_load(
     path = write_space(f"backbone: {{model: {SMALL}}}\n{text}\n")
     with pytest.raises(SpaceError, match=rf"choices\.variant\[{index}\].*'{variant}'"):
         load_space(path)
-
-
-def test_insertion_keeps_every_parameter_name_and_value() -> None:
-    net = get_model(SMALL, weights=None, num_classes=10)
-    sites = FAMILY.list_sites(net)
-    original = net.state_dict()
-    archs = [Architecture.uniform(NAMES, v) for v in ("standard:4", "post:4")]
-    halves = {s.name: "identity:4" if "identity" in s.variants else "post:4" for s in sites}
-    archs.append(Architecture(halves))
-    archs += [random_arch(sites, random.Random(i)) for i in range(3)]
-    for arch in archs:
-        built = insert_se(net, arch, backbone=SMALL).state_dict()
-        assert all(torch.equal(built[k], v) for k, v in original.items())
-        new = set(built) - set(original)
-        assert new and all(k.split(".")[2] == "se" for k in new)  # stageN.i.se.fc1.weight
-        assert len({k.rsplit(".se.", 1)[0] for k in new}) == len(arch)  # one block per site
-    assert set(net.state_dict()) == set(original)  # the input model is untouched
-
-
-def test_cost_table_equals_profiling_the_built_model() -> None:
-    image_size = 32
-    base = get_model(SMALL, weights=None, num_classes=10)
-    table = CostTable.build(base, family=FAMILY, image_size=image_size)
-    sites = FAMILY.list_sites(base)
-    archs = [Architecture(), Architecture.uniform(NAMES, "standard:8")]
-    archs += [Architecture.uniform(NAMES, c) for c in ("standard:4:none:tanh", "post:8:none:relu")]
-    archs += [random_arch(sites, random.Random(10 + i)) for i in range(3)]
-    assert {c.variant for arch in archs for c in arch.values()} == {
-        "standard",
-        "pre",
-        "post",
-        "identity",
-    }
-    for arch in archs:
-        net = insert_se(base, arch, backbone=SMALL)
-        assert table.costs(arch) == (count_params(net), count_flops(net, image_size=image_size))
-    assert table.costs(archs[1])[0] > table.costs(archs[0])[0]
 
 
 FORWARD = [SMALL, "shufflenet_v2_x1_0"]

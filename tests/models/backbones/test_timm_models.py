@@ -1,7 +1,7 @@
 """timm's Inception-ResNet-v2, Inception-v4 and SENet-154 (an optional extra).
 
 The default tests build the real timm blocks in small networks (or full models on the meta
-device); the full-width models are built only by the tests marked slow.
+device); the full-width models are built only by test_contract.py, in tests marked slow.
 """
 
 from __future__ import annotations
@@ -684,36 +684,3 @@ def test_cost_table_equals_profiling_the_built_model(kind: str) -> None:
         measured = (count_params(built), count_flops(built, image_size=size))
         assert table.costs(arch) == measured, str(arch)
     assert table.costs(archs[1]) != table.costs(archs[0])
-
-
-# ------------------------------------------------------------------- full models (slow)
-
-
-@needs_timm
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(MODELS))
-def test_full_model_unchanged_runs_and_costs_exactly(name: str) -> None:
-    """Per model: the ``none`` (``keep``) architecture is timm's model, a random one runs at
-    the smallest input, and the cost table matches profiling both."""
-    import timm
-
-    family, least, count = MODELS[name]
-    size = max(least, 32)
-    torch.manual_seed(0)
-    net = family.build(name, num_classes=10).eval()
-    torch.manual_seed(0)
-    theirs = timm.create_model(name.removeprefix("timm/"), pretrained=False, num_classes=10)
-    assert net.state_dict().keys() == theirs.state_dict().keys()
-    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in net.state_dict().items())
-    sites = family.list_sites(net)
-    assert len(sites) == count
-    plain = Architecture.uniform([s.name for s in sites], "keep" if sites[0].existing else "none")
-    unchanged = insert_se(net, plain, backbone=name)
-    assert torch.equal(_outputs(unchanged, size), _outputs(theirs, size))
-    del theirs
-    table = CostTable.build(net, family=family, image_size=size)
-    for arch in [plain, *_random_archs(sites, 1, seed=len(name))]:
-        built = insert_se(net, arch, backbone=name)
-        out = _outputs(built, size)
-        assert out.shape == (2, 10) and torch.isfinite(out).all()
-        assert table.costs(arch) == (count_params(built), count_flops(built, image_size=size))

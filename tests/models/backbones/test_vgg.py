@@ -1,10 +1,12 @@
-"""VGG: one plain site per conv unit, the SE block on the ReLU's output; SE-VGG-16's costs."""
+"""VGG: one plain site per conv unit, the SE block on the ReLU's output; SE-VGG-16's costs.
+
+What every family shares (upstream's model, parameter names kept, pickling, the cost
+table) is checked in test_contract.py.
+"""
 
 from __future__ import annotations
 
-import pickle
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +19,11 @@ from torchvision.models import get_model
 
 from se_search.costs.flops import CostTable, count_flops, count_params
 from se_search.errors import ArchitectureError, SpaceError
-from se_search.models.arch import Architecture, SEChoice
+from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone, list_backbones
 from se_search.models.blocks import SqueezeExcite
 from se_search.models.surgery import insert_se
 from se_search.space import load_space
-from se_search.space.build import build_model
-from tests.models.backbones.archs import GATE_NAMES, NOSQUEEZE, SQUEEZE_NAMES
 
 VGG = get_backbone("vgg16")
 CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16}
@@ -95,20 +95,6 @@ def test_bundled_space() -> None:
     assert space.size == (1 + len(space.choices.reduction)) ** 13
 
 
-def test_none_is_torchvision_vgg(vgg11: nn.Module) -> None:
-    space = load_space("vgg16", {"backbone.model": "vgg11"})
-    torch.manual_seed(0)
-    built = build_model(space, Architecture.uniform(space.site_names, "none")).eval()
-    reference = vgg11.state_dict()
-    state = built.state_dict()
-    assert list(state) == list(reference)
-    assert all(torch.equal(state[k], reference[k]) for k in reference)
-    assert [type(m) for m in built.modules()] == [type(m) for m in vgg11.modules()]
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(built(x), vgg11(x))
-
-
 def _record(net: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, Any]:
     """Inputs and outputs of the modules ``names``, cloned as they happen (in-place ReLUs
     rewrite their input afterwards); and the model's output."""
@@ -171,27 +157,6 @@ def test_every_chosen_site_gets_one_block_and_nothing_else_changes(vgg11: nn.Mod
     assert VGG.list_sites(net) == VGG.list_sites(vgg11)  # sites read the same after insertion
 
 
-def test_parameter_names_are_kept(vgg11: nn.Module) -> None:
-    sites = _sites(vgg11)
-    net = insert_se(vgg11, Architecture.uniform(sites, "standard:16"), backbone="vgg11")
-    old, new = vgg11.state_dict(), net.state_dict()
-    assert set(old) < set(new)
-    assert all(torch.equal(new[k], old[k]) for k in old)
-    added = set(new) - set(old)
-    assert all(re.fullmatch(r"features\.\d+\.se\.fc[12]\.(weight|bias)", k) for k in added)
-    assert len(added) == 4 * len(sites)
-
-
-def test_wrapped_relu_pickles(vgg11: nn.Module) -> None:
-    net = insert_se(vgg11, Architecture({"features.4": "standard:4"}), backbone="vgg11")
-    relu = net.features[4]
-    copy = pickle.loads(pickle.dumps(relu))
-    assert type(copy) is type(relu) and isinstance(copy, nn.ReLU)
-    x = torch.randn(1, 128, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(copy(x.clone()), relu(x.clone()))
-
-
 def test_a_saved_model_loads_in_a_process_that_never_built_one(
     vgg11: nn.Module, tmp_path: Path
 ) -> None:
@@ -232,25 +197,6 @@ def test_images_smaller_than_32_are_refused(vgg11: nn.Module) -> None:
         assert vgg11(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
         with pytest.raises(RuntimeError, match="too small"):
             vgg11(torch.zeros(1, 3, 31, 31))
-
-
-def test_cost_table_equals_profiling_the_built_model(vgg11: nn.Module) -> None:
-    table = CostTable.build(vgg11, family=VGG, image_size=32)
-    sites = _sites(vgg11)
-    rng = random.Random(0)
-    choices = [SEChoice("none")] + [
-        SEChoice("standard", r, sq, g)
-        for r in (2, 16, 64)
-        for sq in SQUEEZE_NAMES
-        for g in GATE_NAMES
-    ]
-    archs = [Architecture(), Architecture.uniform(sites, "standard:16")]
-    archs += [Architecture.uniform(sites, c) for c in NOSQUEEZE]
-    archs += [Architecture({s: rng.choice(choices) for s in sites}) for _ in range(3)]
-    for arch in archs:
-        net = insert_se(vgg11, arch, backbone="vgg11")
-        assert table.costs(arch) == (count_params(net), count_flops(net, image_size=32))
-    assert table.costs(archs[0]) == (count_params(vgg11), count_flops(vgg11, image_size=32))
 
 
 def test_se_vgg16_paper_figures() -> None:

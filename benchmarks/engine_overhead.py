@@ -53,7 +53,7 @@ def timed_run(engine: str, trials: int, folder: Path) -> tuple[float, float]:
 
     start = time.perf_counter()
     if engine == "local":
-        LocalEngine(space, evaluator=StandIn()(space), listener=listen).run()
+        LocalEngine(space, evaluator=StandIn(), listener=listen).run()
     else:
         RayEngine(space, evaluator=StandIn(), listener=listen).run()
     return ends[0] - start, (ends[-1] - ends[0]) / (len(ends) - 1)

@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper, shape_inference
 from torch.nn import functional as F
 
 from se_search.bench.forms import _exported, se_resnet50_pair
-from se_search.bench.latency import _ratios
+from se_search.bench.latency_ratios import _ratios
 from se_search.costs.timing import interleaved
 from se_search.models import blocks
 

@@ -42,6 +42,7 @@ from se_search.outputs.verify import stand_alone, trained_elsewhere, verify
 from se_search.space import SearchSpace, load_space
 from se_search.stats.noise import pooled_sd, standard_error
 from se_search.stats.spread import paired_difference
+from se_search.storage.rows import Candidate
 from se_search.storage.store import ResultsStore
 
 SAMPLERS = ("nsga2", "tpe", "random")
@@ -130,7 +131,7 @@ def main() -> None:
     base = study_space(args, args.samplers[0], args.seeds[0])
     designs = hand_designs(base)
     designed = {arch.hash: label for label, arch in designs.items()}
-    verified: dict[str, list[dict[str, Any]]] = {}
+    verified: dict[str, list[Candidate]] = {}
     for name, group in data["groups"].items():
         best = max(group["studies"], key=lambda s: data["curves"][s][-1])
         front = len(data["fronts"][best])
@@ -138,11 +139,11 @@ def main() -> None:
               f"under {args.verify_seeds} seed(s)", flush=True)  # fmt: skip
         report = verify(args.storage, best, top=front, epochs=args.verify_epochs,
                         seeds=args.verify_seeds)  # fmt: skip
-        verified[name] = [r for r in report.rows if r["trial_number"] in report.front]
+        verified[name] = [r for r in report.rows if r.trial_number in report.front]
         result["samplers"][name]["verified"] = [
-            {"trial": r["trial_number"], "accuracy": r["accuracy"], "se": r["accuracy_se"],
-             "hand_design": designed.get(r.get("arch_hash")),
-             "flops": r["flops"], "latency_ms": r["latency_ms"], "placement": r["placement"]}
+            {"trial": r.trial_number, "accuracy": r.accuracy, "se": r.accuracy_se,
+             "hand_design": designed.get(r.arch_hash),
+             "flops": r.flops, "latency_ms": r.latency_ms, "placement": r.placement}
             for r in report.rows
         ]  # fmt: skip
         result["samplers"][name]["verify_tau"] = [report.kendall_tau, *report.kendall_ci]
@@ -161,9 +162,9 @@ def main() -> None:
             key = (label, seed, args.verify_epochs)
             if key not in done:  # a reference verify trained at this seed is copied
                 copy = elsewhere.get((arch.hash, seed))
-                done[key] = copy["accuracy"] if copy else evaluator.train(arch, [seed]).accuracy
+                done[key] = copy.accuracy if copy else evaluator.train(arch, [seed]).accuracy
                 line = {"label": label, "seed": seed, "epochs": args.verify_epochs,
-                        "accuracy": done[key], "copied_from": copy and copy["source"]}  # fmt: skip
+                        "accuracy": done[key], "copied_from": copy and copy.source}  # fmt: skip
                 with args.hands_out.open("a") as out:
                     out.write(json.dumps(line) + "\n")
             accuracies.append(done[key])
@@ -189,14 +190,14 @@ def main() -> None:
         winners, within = [], []
         for name, rows in verified.items():
             for r in rows:
-                if r["flops"] > hand["flops"] or r["latency_ms"] > hand["latency_ms"]:
+                if r.flops > hand["flops"] or r.latency_ms > hand["latency_ms"]:
                     continue
-                if r.get("arch_hash") in designed:  # the search's seeded paper designs
+                if r.arch_hash in designed:  # the search's seeded paper designs
                     continue
-                own = r["seed_accuracies"]
+                own = r.seed_accuracies or []
                 se = math.hypot(standard_error(own, sigma, len(own) or 1), hand_se)
-                gap = r["accuracy"] - hand["accuracy"]
-                member = f"{name} trial {r['trial_number']} ({gap:+.4f} ± {2 * se:.4f})"
+                gap = r.accuracy - hand["accuracy"]
+                member = f"{name} trial {r.trial_number} ({gap:+.4f} ± {2 * se:.4f})"
                 (winners if gap > 2 * se else within if gap > -2 * se else []).append(member)
         result["dominance"][label] = {"dominated_by": winners, "cheaper_and_tied": within}
         print(

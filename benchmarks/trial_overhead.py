@@ -57,9 +57,8 @@ def main() -> None:
             },
         )
         setup = time.perf_counter()
-        evaluator = StandIn()(space)
-        engine = LocalEngine(space, evaluator=evaluator)
-        evaluator.table  # noqa: B018  (one-off: one thop profile of the plain backbone)
+        engine = LocalEngine(space, evaluator=StandIn())
+        engine.evaluator.table  # noqa: B018  (one-off: one thop profile of the plain backbone)
         setup = time.perf_counter() - setup
         plain = optuna.create_study(
             study_name="plain-optuna",

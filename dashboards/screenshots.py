@@ -25,7 +25,7 @@ from typing import Any
 from se_search.outputs.compare import write_comparison
 from se_search.outputs.report import write_report
 from se_search.testing.browser import headless_chromium, open_and_wait
-from se_search.testing.dashboard import dashboard_process
+from se_search.testing.dashboard_process import dashboard_process
 
 HEATMAP = (
     "Array.from(document.querySelectorAll('.js-plotly-plot'))"

@@ -6,7 +6,8 @@ Engines, the evaluator (supernet, latency table) and ``verify`` emit events; the
 with keyword arguments, so a misspelt field fails where it is emitted, and a listener
 registers a handler per event class (:func:`functools.singledispatchmethod`), so a misspelt
 event name fails when the listener's module is imported; an event nobody handles is
-ignored on purpose. Nothing here imports torch.
+ignored on purpose. Nothing here imports torch, or a later stage: the types of the records
+an event carries are imported for type checking only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from se_search.models.arch import Architecture
+    from se_search.storage.rows import Candidate, Metrics
 
 __all__ = [
     "Event",
@@ -95,12 +99,12 @@ class TrialEpoch(_TrialEvent):
 
 @dataclass(**_EVENT)
 class TrialDone(_TrialEvent):
-    metrics: dict[str, Any]  # as stored: accuracy, params, flops, latency_ms, ...
+    metrics: Metrics  # as stored: accuracy, params, flops, latency_ms, ...
     feasible: bool
     seconds: float
-    front: list[dict[str, Any]]  # the study's front after this trial
+    front: list[Candidate]  # the study's front after this trial (without seed figures)
     duplicate_of: int | None = None  # the earlier trial whose figures it took
-    model: Any = None  # the network this trial trained, in this process (local engine only)
+    model: nn.Module | None = None  # the network it trained, in this process (local engine)
 
 
 @dataclass(**_EVENT)
@@ -134,7 +138,7 @@ class TrialRetried(Event):
 class LatencyChecked(Event):
     """``latency.mode: lut+verify``: the front's predicted latencies, measured."""
 
-    front: list[dict[str, Any]]
+    front: list[Candidate]
 
 
 # ------------------------------------------------------------------------ preparation

@@ -65,7 +65,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> SearchSpace:
         {"storage": f"sqlite:///{root / 'standin.db'}", "search.trials": 8,
          "search.checkpoints": "none"},
     )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn()(space)).run()
+    LocalEngine(space, evaluator=StandIn()).run()
     return space
 
 
@@ -85,5 +85,5 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> str:
                  "search.sampler": sampler, "search.seed": seed,
                  "search.study": f"{sampler}-seed{seed}"},
             )  # fmt: skip
-            LocalEngine(space, evaluator=StandIn()(space)).run()
+            LocalEngine(space, evaluator=StandIn()).run()
     return storage

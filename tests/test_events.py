@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,14 +68,24 @@ def test_the_terminal_prints_a_finished_trial(tmp_path: Path) -> None:
         progress(RunStarted(target=1, finished=0, recovered=[], queued=["none"]))
         progress(
             TrialDone(
-                trial=0, arch=Architecture(), placement="- - | - -", front=[{}],
-                metrics={"accuracy": 0.5, "flops": 2e9, "latency_ms": 1.25, "epochs": 1},
+                trial=0, arch=Architecture(), placement="- - | - -", front=[],
+                metrics={"accuracy": 0.5, "flops": 2_000_000_000, "latency_ms": 1.25, "epochs": 1},
                 feasible=True, seconds=3.0,
             )
         )  # fmt: skip
     text = out.read_text()
     assert "queued the paper's references first: none" in text
     assert "trial   0  acc 0.5000  2.0000 GMACs  1.25 ms  (trained, 3.0 s)  - - | - -" in text
+
+
+def test_events_import_neither_torch_nor_a_later_stage() -> None:
+    """The records and the model an event carries are typed for type checking only."""
+    code = "import sys, se_search.events; print(sorted(m for m in sys.modules if m in WATCH))"
+    watch = "WATCH = {'torch', 'se_search.storage', 'se_search.storage.rows'}; "
+    out = subprocess.run(
+        [sys.executable, "-c", watch + code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_terminal_says_which_verification_was_copied_and_from_where(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """``se-search bench``: what SE blocks cost at inference, side by side in one run
-(:mod:`~se_search.bench.latency`, over the forms and references of
+(:mod:`~se_search.bench.latency_ratios`, over the forms and references of
 :mod:`~se_search.bench.forms`), and how close the ``train`` strategy comes to a bare training
 loop (:mod:`~se_search.bench.training`). The targets live beside what they measure."""
 
@@ -30,7 +30,7 @@ def run_bench(
     """``se-search bench``: on each device (``all``: the CPU, and CUDA when present), the
     latency ratios and, unless ``train_steps`` is None, the training throughput, printed to
     ``console`` as they come; every figure, by device."""
-    from se_search.bench.latency import latency_ratios, ratio_tables
+    from se_search.bench.latency_ratios import latency_ratios, ratio_tables
     from se_search.bench.training import throughput_line, training_throughput
 
     if device == "all":

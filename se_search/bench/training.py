@@ -49,7 +49,7 @@ def training_throughput(
     evaluation never is)."""
     from torch.utils.data import TensorDataset
 
-    from se_search.evaluation.data import make_loader
+    from se_search.data.loaders import make_loader
     from se_search.evaluation.train import train_and_evaluate
 
     generator = torch.Generator().manual_seed(0)

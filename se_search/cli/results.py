@@ -32,7 +32,7 @@ def front(
 ) -> None:
     """The Pareto front of a study."""
     from se_search.display import noise_line
-    from se_search.outputs.tables import FRONT_FORMATS
+    from se_search.outputs.terminal import FRONT_FORMATS
 
     if fmt not in FRONT_FORMATS:
         raise SESearchError(
@@ -60,11 +60,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """One trial: its architecture, figures, state and checkpoint."""
-    from se_search.outputs.tables import trial_table
+    from se_search.outputs.terminal import trial_table
 
     record = _results(space, study, storage).trial(trial)
     if as_json:
-        typer.echo(json.dumps(record, indent=2, default=str))
+        typer.echo(json.dumps(record.to_dict(also=("on_front",)), indent=2))
         return
     _print(*trial_table(record))
 
@@ -109,8 +109,8 @@ def export(
         others = ", ".join(map(str, meta["seeds"]))
         which = f", the weights of seed {meta['seed']} (trained under seeds {others})"
     _print(
-        f"exported trial {record['trial_number']} ({record['summary']}, accuracy "
-        f"{record['accuracy']:.4f}{which}) as {fmt} to {path}"
+        f"exported trial {record.trial_number} ({record.summary}, accuracy "
+        f"{record.accuracy:.4f}{which}) as {fmt} to {path}"
     )
 
 
@@ -181,7 +181,7 @@ def dashboard(
     ] = None,
 ) -> None:
     """Serve optuna-dashboard on the results database, with the trials' placement images."""
-    from se_search.outputs.dashboard import serve, where
+    from se_search.outputs.dashboard_server import serve, where
     from se_search.storage.database import redact
 
     storage, artifacts = where(space=space, storage=storage, artifacts=artifacts)

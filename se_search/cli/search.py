@@ -46,7 +46,7 @@ def inspect(
     """Sites, parameters, FLOPs and latency of one architecture."""
     from se_search.costs.describe import describe
     from se_search.models.arch import resolve_architecture
-    from se_search.outputs.tables import description_table
+    from se_search.outputs.terminal import description_table
     from se_search.space import load_space
 
     loaded = load_space(space, overrides or [])
@@ -86,7 +86,7 @@ def run(
     from se_search.engines import get_engine
     from se_search.evaluation.measured import rank_caveat
     from se_search.outputs.progress import SearchProgress
-    from se_search.outputs.tables import run_report
+    from se_search.outputs.terminal import run_report
     from se_search.space import load_space
 
     keys = {
@@ -134,7 +134,7 @@ def verify(
     --seeds); rank agreement with the search's scores, with a bootstrap interval, and the
     front on verified accuracies. Running it again resumes."""
     from se_search.outputs.progress import SearchProgress
-    from se_search.outputs.tables import verified_table
+    from se_search.outputs.terminal import verified_table
     from se_search.outputs.verify import agreement_line, reference_lines
     from se_search.outputs.verify import verify as run_verify
 
@@ -155,6 +155,6 @@ def verify(
 @app.command()
 def spaces() -> None:
     """List the bundled search spaces."""
-    from se_search.outputs.tables import spaces_table
+    from se_search.outputs.terminal import spaces_table
 
     _print(*spaces_table())

@@ -1,14 +1,21 @@
-"""Data sets for training candidates: the ``data:`` section of a space, turned into tensors.
+"""Data sets for training candidates: the ``data:`` section of a space, turned into splits.
 
 ``digits`` is the default because it is real data that needs no network: scikit-learn ships
 its 1,797 8×8 handwritten digits, so a search runs (and its accuracy means something) on a
-machine that is offline. The images are upsampled to ``data.image_size`` and held in memory as
-``TensorDataset`` objects; at 32×32 that is about 22 MB, and iterating costs no decoding.
-
+machine that is offline; it has no official test set. The MNIST family (``fashion-mnist``,
+``mnist``, ``kmnist``: :mod:`~se_search.data.idx`) is read from its IDX files, offline first
+(Debian's ``dataset-fashion-mnist``); ``cifar10``/``cifar100`` download on first use under a
+bounded socket timeout, so an offline machine fails within seconds with the fix in the
+message. Each of these is held in memory as tensors, its batches preprocessed and augmented
+on the device (:class:`~se_search.data.batches.BatchPipeline`). ``imagefolder`` reads
+``data.root/{train,val}/<class>/`` (and ``test/``, when there is one) through PIL.
 ``synthetic`` is torchvision's ``FakeData``, materialised once: plumbing for tests and timing
-only, flagged ``meaningful=False`` and warned about. ``cifar10``/``cifar100`` download on first
-use under a bounded socket timeout, so an offline machine fails within seconds with the fix in
-the message rather than hanging. ``imagefolder`` reads ``data.root/{train,val}/<class>/``.
+only, flagged ``meaningful=False`` and warned about.
+
+Where a data set has an official test set, the validation split is held out of its training
+set (``data.val_fraction``, stratified, fixed by ``search.seed``) and the test set is kept
+apart: no search, screen or budget choice sees it; ``verify --split test`` scores what was
+already chosen on it.
 
 Every loader is a plain function ``(spec, seed) -> DataBundle`` in :data:`DATASETS`;
 :func:`load_data` dispatches through it.
@@ -18,29 +25,23 @@ from __future__ import annotations
 
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 from torchvision import datasets
 from torchvision import transforms as T
 
+from se_search.data.batches import BatchPipeline
+from se_search.data.idx import IDX_DATASETS, load_idx_dataset
 from se_search.errors import SESearchError
-from se_search.space import DataSpec
+from se_search.space.specs import AugmentSpec, DataSpec
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_ROOT",
-    "DEVICE_DATA_BYTES",
-    "DataBundle",
-    "TensorLoader",
-    "load_data",
-    "make_loader",
-]
+__all__ = ["AUGMENT", "DATASETS", "DEFAULT_ROOT", "DataBundle", "load_data"]
 
 #: Where downloaded data sets go when ``data.root`` is not set.
 DEFAULT_ROOT = Path("~/.cache/se_search/data").expanduser()
@@ -48,21 +49,36 @@ DEFAULT_ROOT = Path("~/.cache/se_search/data").expanduser()
 #: Seconds any one network operation of a download may block before it is abandoned.
 DOWNLOAD_TIMEOUT_S = 15.0
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 512, 128
 
+#: Each data set's training augmentation when ``data.augment`` is not set: the usual recipes
+#: (He et al. 2016 for CIFAR; a flip is wrong for digits and letters).
+AUGMENT: dict[str, AugmentSpec] = {
+    "digits": AugmentSpec(),
+    "fashion-mnist": AugmentSpec(crop_padding=2, flip=True),
+    "mnist": AugmentSpec(crop_padding=2),
+    "kmnist": AugmentSpec(crop_padding=2),
+    "cifar10": AugmentSpec(crop_padding=4, flip=True),
+    "cifar100": AugmentSpec(crop_padding=4, flip=True),
+    "synthetic": AugmentSpec(),
+}
+
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train and validation sets yielding ``(float32 [3, S, S] normalised, int64 label)``."""
+    """Train and validation splits (and the official test split, where there is one) yielding
+    ``(images, label)``; in-memory splits hold stored images that ``pipeline`` turns into
+    normalised float ``[3, S, S]`` batches, augmented for training."""
 
     train: Dataset
     val: Dataset
     num_classes: int
     name: str
     meaningful: bool = True  # False for synthetic data: its accuracy means nothing
+    test: Dataset | None = None  # never seen by a search; verify --split test scores on it
+    pipeline: BatchPipeline | None = None
 
 
 def load_data(spec: DataSpec, *, seed: int) -> DataBundle:
@@ -74,87 +90,70 @@ def load_data(spec: DataSpec, *, seed: int) -> DataBundle:
     return DATASETS[spec.dataset](spec, seed)
 
 
-#: An in-memory data set up to this size is held on the training device (see TensorLoader).
-DEVICE_DATA_BYTES = 2 << 30
+# ---------------------------------------------------------------------------------- splits
 
 
-def make_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-) -> DataLoader | TensorLoader:
-    """A loader whose batch order depends on ``seed`` alone, not on the global RNG.
+def _split(labels: torch.Tensor, spec: DataSpec, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and validation splits: ``val_fraction`` held out, stratified
+    by class, then (``train_size``) a stratified subset of the rest; fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
 
-    An in-memory data set (a ``TensorDataset``, as ``digits`` and ``synthetic`` are) of at most
-    :data:`DEVICE_DATA_BYTES` gets a :class:`TensorLoader` that holds it on ``device`` (the
-    CPU when not given); anything else a ``DataLoader``, whose generator also seeds the
-    workers, so random augmentations in workers repeat too.
-    """
-    if isinstance(dataset, TensorDataset) and _nbytes(dataset) <= DEVICE_DATA_BYTES:
-        return TensorLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, device=device
-        )
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        drop_last=False,
+    y = labels.numpy()
+    train, val = train_test_split(
+        np.arange(len(y)), test_size=spec.val_fraction, stratify=y, random_state=seed
     )
+    if spec.train_size is not None and spec.train_size < len(train):
+        train, _ = train_test_split(
+            train, train_size=spec.train_size, stratify=y[train], random_state=seed
+        )
+    return torch.from_numpy(train), torch.from_numpy(val)
 
 
-def _nbytes(dataset: TensorDataset) -> int:
-    return sum(t.numel() * t.element_size() for t in dataset.tensors)
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` ([N, C, H, W]) at ``size`` x ``size`` (bilinear), in their own dtype."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else out
 
 
-class TensorLoader:
-    """Batches of a ``TensorDataset`` held on the training device.
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``images / 255`` (uint8 [N, C, H, W])."""
+    x = images.double().div(255).transpose(0, 1).flatten(1)
+    return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-6).tolist())
 
-    The tensors are copied to ``device`` once; a batch is then an index into them, on the
-    device: no per-sample Python, no collation, no host-to-device copy per step (on a GPU,
-    a step never waits for the host). The order of each epoch is ``torch.randperm`` from a
-    generator seeded with ``seed``, so it depends on ``seed`` alone. Iterating yields
-    ``(images, labels)`` like a ``DataLoader`` over the same set, the last batch smaller.
-    """
 
-    def __init__(
-        self,
-        dataset: TensorDataset,
-        *,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        device: torch.device | str | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.device = torch.device(device or "cpu")
-        self.tensors = tuple(t.to(self.device) for t in dataset.tensors)
-        self.batch_size, self.shuffle = batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.tensors[0]) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        n = len(self.tensors[0])
-        order = None
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.device, non_blocking=True)
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
-            else:
-                index = order[start : start + self.batch_size]
-                yield tuple(t[index] for t in self.tensors)
+def _in_memory(
+    name: str,
+    spec: DataSpec,
+    seed: int,
+    *,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    num_classes: int,
+) -> DataBundle:
+    """A bundle of uint8 images ([N, C, H, W], the official training set) and their labels:
+    resized to ``image_size``, split (:func:`_split`), normalised by the training split's
+    statistics (so validation and test leak nothing), augmented as ``data.augment`` says."""
+    images = _resized(images, spec.image_size)
+    train, val = _split(labels, spec, seed)
+    mean, std = _channel_stats(images[train])
+    augment = spec.augment or AUGMENT[name]
+    pipeline = BatchPipeline(
+        mean=mean, std=std, crop_padding=augment.crop_padding, flip=augment.flip
+    )
+    held_out = None
+    if test is not None:
+        held_out = TensorDataset(_resized(test[0], spec.image_size), test[1].long())
+    return DataBundle(
+        train=TensorDataset(images[train], labels[train].long()),
+        val=TensorDataset(images[val], labels[val].long()),
+        num_classes=num_classes,
+        name=name,
+        test=held_out,
+        pipeline=pipeline,
+    )
 
 
 # ----------------------------------------------------------------------------- in memory
@@ -168,7 +167,6 @@ def _standardised(train: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor,
 
 def _digits(spec: DataSpec, seed: int) -> DataBundle:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     size = spec.image_size
@@ -176,19 +174,15 @@ def _digits(spec: DataSpec, seed: int) -> DataBundle:
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = images.repeat(1, 3, 1, 1).contiguous()
     labels = torch.from_numpy(digits.target).long()
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)),
-        test_size=spec.val_fraction,
-        stratify=digits.target,
-        random_state=seed,
-    )
-    train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    train_idx, val_idx = _split(labels, spec, seed)
     train_x, val_x = _standardised(images[train_idx], images[val_idx])
+    augment = spec.augment or AUGMENT["digits"]
     return DataBundle(
         train=TensorDataset(train_x, labels[train_idx]),
         val=TensorDataset(val_x, labels[val_idx]),
         num_classes=10,
         name="digits",
+        pipeline=BatchPipeline(crop_padding=augment.crop_padding, flip=augment.flip),
     )
 
 
@@ -221,43 +215,58 @@ def _synthetic(spec: DataSpec, seed: int) -> DataBundle:
     )
 
 
+def _mnist_family(name: str) -> Callable[[DataSpec, int], DataBundle]:
+    def load(spec: DataSpec, seed: int) -> DataBundle:
+        found = load_idx_dataset(
+            name, root=spec.root, cache=DEFAULT_ROOT, download_timeout_s=DOWNLOAD_TIMEOUT_S
+        )
+        return _in_memory(
+            name, spec, seed,
+            images=found.train_images.unsqueeze(1), labels=found.train_labels,
+            test=(found.test_images.unsqueeze(1), found.test_labels),
+            num_classes=len(found.classes),
+        )  # fmt: skip
+
+    return load
+
+
 # ------------------------------------------------------------------------------- on disk
-
-
-def _resize(size: int, native: int) -> list[Callable]:
-    return [] if size == native else [T.Resize(size)]
 
 
 def _cifar(cls: type[datasets.CIFAR10], num_classes: int) -> Callable[[DataSpec, int], DataBundle]:
     def load(spec: DataSpec, seed: int) -> DataBundle:
         root = Path(spec.root).expanduser() if spec.root else DEFAULT_ROOT
-        size, tail = spec.image_size, [T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
-        train_tf = T.Compose(
-            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *_resize(size, 32), *tail]
-        )
-        val_tf = T.Compose([*_resize(size, 32), *tail])
 
-        def both() -> tuple[Dataset, Dataset]:
-            train = cls(root, train=True, transform=train_tf)
-            return train, cls(root, train=False, transform=val_tf)
+        def both() -> tuple[datasets.CIFAR10, datasets.CIFAR10]:
+            return cls(root, train=True), cls(root, train=False)
 
         try:
-            train, val = both()
-        except RuntimeError:  # not there yet: one bounded attempt to download
+            train, test = both()
+        except RuntimeError:  # not there yet: one bounded attempt to download (into root)
             previous = socket.getdefaulttimeout()
             socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
             try:
                 cls(root, train=True, download=True)
-                train, val = both()
+                train, test = both()
             except (OSError, RuntimeError) as err:
                 raise SESearchError(
                     f"data.dataset: {spec.dataset} is not under {root} and could not be "
                     f"downloaded ({type(err).__name__}: {err}); without internet, put "
-                    f"{cls.base_folder} under {root} (data.root), or use dataset: digits"
+                    f"{cls.base_folder} under {root} (data.root), or use dataset: digits "
+                    "or fashion-mnist"
                 ) from None
             finally:
                 socket.setdefaulttimeout(previous)
-        return DataBundle(train=train, val=val, num_classes=num_classes, name=spec.dataset)
+
+        def tensors(split: datasets.CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+            images = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
+            return images, torch.tensor(split.targets, dtype=torch.long)
+
+        images, labels = tensors(train)
+        return _in_memory(
+            spec.dataset, spec, seed, images=images, labels=labels, test=tensors(test),
+            num_classes=num_classes,
+        )  # fmt: skip
 
     return load
 
@@ -266,6 +275,12 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataBundle:
     layout = "train/<class>/<image> and val/<class>/<image>, the same classes in both"
     if spec.root is None:
         raise SESearchError(f"data.root: imagefolder needs data.root, a directory of {layout}")
+    if spec.augment is not None or spec.train_size is not None:
+        key = "data.augment" if spec.augment is not None else "data.train_size"
+        raise SESearchError(
+            f"{key}: applies to in-memory data sets; an image folder trains on all of train/ "
+            "with a random resized crop and flip: remove the key"
+        )
     root = Path(spec.root).expanduser()
     for split in ("train", "val"):
         if not (root / split).is_dir():
@@ -276,25 +291,35 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataBundle:
     tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
     val_tf = T.Compose([T.Resize(int(size * 1.14)), T.CenterCrop(size), *tail])
+    folders = ["train", "val", *(["test"] if (root / "test").is_dir() else [])]
     try:
-        train = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-        val = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+        splits = {
+            name: datasets.ImageFolder(str(root / name), transform=train_tf if name == "train"
+                                       else val_tf)
+            for name in folders
+        }  # fmt: skip
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise SESearchError(f"data.root: {root}: {err}; data.root must hold {layout}") from None
-    if train.classes != val.classes:
-        only = sorted(set(train.classes) ^ set(val.classes))
-        raise SESearchError(
-            f"data.root: {root}: train/ and val/ hold different classes (only in one: "
-            f"{', '.join(only)}); give both splits the same class folders"
-        )
-    return DataBundle(train=train, val=val, num_classes=len(train.classes), name="imagefolder")
+    train = splits["train"]
+    for name, split in splits.items():
+        if split.classes != train.classes:
+            only = sorted(set(train.classes) ^ set(split.classes))
+            raise SESearchError(
+                f"data.root: {root}: train/ and {name}/ hold different classes (only in one: "
+                f"{', '.join(only)}); give every split the same class folders"
+            )
+    return DataBundle(
+        train=train, val=splits["val"], num_classes=len(train.classes), name="imagefolder",
+        test=splits.get("test"),
+    )  # fmt: skip
 
 
 #: Loaders by ``data.dataset`` name; each is ``(spec, seed) -> DataBundle``.
 DATASETS: dict[str, Callable[[DataSpec, int], DataBundle]] = {
     "digits": _digits,
-    "synthetic": _synthetic,
+    **{name: _mnist_family(name) for name in IDX_DATASETS},
     "cifar10": _cifar(datasets.CIFAR10, 10),
     "cifar100": _cifar(datasets.CIFAR100, 100),
     "imagefolder": _imagefolder,
+    "synthetic": _synthetic,
 }

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import torch
 
+from se_search.engines.optuna_study import sample_architecture
 from se_search.engines.recorder import (
     RunSummary,
     StudyRecorder,
     device_fingerprint,
     reused_evaluation,
 )
-from se_search.engines.sampling import sample_architecture
 from se_search.engines.tally import RunTally
-from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.evaluator import Evaluator, EvaluatorFactory
 from se_search.evaluation.stopping import AshaRule, EarlyStopped
 from se_search.evaluation.train import Diverged
 from se_search.events import (
@@ -40,26 +40,27 @@ TRIAL_FAILURES = (Diverged, torch.cuda.OutOfMemoryError)
 
 
 class LocalEngine:
-    """Runs a space's search in this process. ``listener`` gets progress events."""
+    """Runs a space's search in this process. ``listener`` gets progress events; ``evaluator``
+    builds the process's :class:`Evaluator` (default: the real one)."""
 
     def __init__(
         self,
         space: SearchSpace,
         *,
         storage: str | None = None,
-        evaluator: Evaluator | None = None,
+        evaluator: EvaluatorFactory = Evaluator,
         listener: Listener | None = None,
     ) -> None:
         self.space = space
         self.storage = storage or space.storage
-        self.evaluator = evaluator or Evaluator(space)
-        if self.evaluator.storage is None:  # the lookup table lives in the results database
-            self.evaluator.storage = self.storage
         self.listener = ignore if listener is None else listener
         self.recorder = StudyRecorder(space, self.storage)
         self.study, self.store = self.recorder.study, self.recorder.store
-        if self.evaluator.artifacts is None:
-            self.evaluator.artifacts = self.recorder.checkpoint_dir
+        # the supernet and a self-pretrained backbone go to the study's artifacts folder, the
+        # latency lookup table to the results database
+        self.evaluator = evaluator(
+            space, artifacts=self.recorder.checkpoint_dir, storage=self.storage
+        )
         self.rule = (
             AshaRule(space.evaluation.early_stopping, max_epochs=space.evaluation.epochs)
             if space.evaluation.early_stopping.rule == "asha"
@@ -127,7 +128,7 @@ class LocalEngine:
         front = rec.complete(
             trial,
             evaluation,
-            duplicate_of=previous["trial_number"] if previous else None,
+            duplicate_of=previous.trial_number if previous else None,
             checkpoint=checkpoint,
         )
         self.listener(rec.done_event(info, evaluation, front, previous))

@@ -22,9 +22,9 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from se_search.engines.optuna_study import sample_architecture
 from se_search.engines.ray_worker import for_workers
 from se_search.engines.recorder import StudyRecorder, reused_evaluation
-from se_search.engines.sampling import sample_architecture
 from se_search.engines.tally import RunTally
 from se_search.evaluation.evaluator import Evaluation
 from se_search.events import (
@@ -38,6 +38,7 @@ from se_search.events import (
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
 from se_search.storage.database import without_password
+from se_search.storage.rows import Candidate
 
 __all__ = ["RecordingSearch", "TrialWatcher"]
 
@@ -158,16 +159,22 @@ class RecordingSearch(OptunaSearch):
             # too. This Tune trial id asks Optuna for another candidate.
             del self._ot_trials[trial_id]
             self._held.setdefault(twin, []).append((trial, arch, config))
-            self.tally.tell(TrialHeld(trial=trial.number, twin=twin))
+            self.tally.listener(TrialHeld(trial=trial.number, twin=twin))
 
     def _launch(
-        self, trial_id: str, trial: Any, arch: Architecture, config: dict, *, previous: Any
+        self,
+        trial_id: str,
+        trial: Any,
+        arch: Architecture,
+        config: dict,
+        *,
+        previous: Candidate | None,
     ) -> dict[str, Any]:
         if previous is not None:
             config = {**config, "se_reuse": json.dumps(reused_evaluation(arch, previous).metrics)}
         info = self._event_info(trial, arch)
         self._info[trial_id] = {**info, "previous": previous}
-        self.tally.tell(TrialStarted(**info))
+        self.tally.listener(TrialStarted(**info))
         return config
 
     def _event_info(self, trial: Any, arch: Architecture) -> dict[str, Any]:
@@ -195,10 +202,10 @@ class RecordingSearch(OptunaSearch):
             return
         for trial, arch, _config in held:
             evaluation = reused_evaluation(arch, previous)
-            front = self.rec.complete(trial, evaluation, duplicate_of=previous["trial_number"])
+            front = self.rec.complete(trial, evaluation, duplicate_of=previous.trial_number)
             self.tally.ended()
             info = self._event_info(trial, arch)
-            self.tally.tell(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.listener(self.rec.done_event(info, evaluation, front, previous))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self._reopen()
@@ -206,7 +213,7 @@ class RecordingSearch(OptunaSearch):
             epoch, accuracy = int(result["training_iteration"]), result["accuracy"]
             self.rec.record_epoch(self._ot_trials[trial_id], epoch, accuracy)
             info = _event_fields(self._info[trial_id])
-            self.tally.tell(
+            self.tally.listener(
                 TrialEpoch(**info, epoch=epoch, accuracy=accuracy, node=result["node"],
                            pid=result["pid"])
             )  # fmt: skip
@@ -228,7 +235,7 @@ class RecordingSearch(OptunaSearch):
         if failed:
             reason = result.get("se_failed") if not error else _ray_error(tune_trial)
             self.rec.fail(trial, info["arch"], reason, node=node)
-            self.tally.tell(TrialFailed(**info, reason=reason))
+            self.tally.listener(TrialFailed(**info, reason=reason))
         elif result.get("se_final"):
             metrics = json.loads(result["se_metrics"])
             evaluation = Evaluation(
@@ -241,11 +248,11 @@ class RecordingSearch(OptunaSearch):
             front = self.rec.complete(
                 trial,
                 evaluation,
-                duplicate_of=previous["trial_number"] if previous else None,
+                duplicate_of=previous.trial_number if previous else None,
                 checkpoint=result.get("se_checkpoint"),
                 node=node,
             )
-            self.tally.tell(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.listener(self.rec.done_event(info, evaluation, front, previous))
         else:  # stopped by the scheduler after an intermediate report
             epoch = int(result["training_iteration"])
             reason = f"stopped by ASHA after epoch {epoch}"
@@ -255,7 +262,7 @@ class RecordingSearch(OptunaSearch):
                 metrics["latency_ms"] = result["latency_ms"]
             metrics.update(accuracy=result["accuracy"], epochs=epoch)
             self.rec.prune(trial, info["arch"], metrics, reason, node=node)
-            self.tally.tell(TrialPruned(**info, reason=reason))
+            self.tally.listener(TrialPruned(**info, reason=reason))
         self._release(trial.number)
 
 
@@ -272,7 +279,7 @@ class TrialWatcher(Callback):
         self.trials[trial.trial_id] = trial
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tally.tell(
+        self.tally.listener(
             TrialRetried(tune_trial=trial.trial_id, failures=trial.run_metadata.num_failures,
                          reason=_ray_error(trial))
         )  # fmt: skip

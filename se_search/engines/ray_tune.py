@@ -35,11 +35,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from se_search.commands import flag
 from se_search.engines.ray_search import RecordingSearch, TrialWatcher
-from se_search.engines.ray_worker import EvaluatorFactory, evaluate_trial, for_workers
+from se_search.engines.ray_worker import evaluate_trial, for_workers
 from se_search.engines.recorder import RunSummary, StudyRecorder
 from se_search.engines.tally import RunTally
 from se_search.errors import SESearchError
-from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.evaluator import Evaluator, EvaluatorFactory
 from se_search.events import Listener, RunStarted, ignore
 from se_search.space import SearchSpace
 from se_search.storage.tables import RunStatus
@@ -170,8 +170,7 @@ class RayEngine:
         self.latency_table = None
         # The supernet is trained (or found) here, once, and every worker loads its
         # checkpoint once; the latency table is filled here and shipped to the workers.
-        driver = self.factory(self.space)
-        driver.artifacts, driver.storage = rec.checkpoint_dir, self.storage
+        driver = self.factory(self.space, artifacts=rec.checkpoint_dir, storage=self.storage)
         if done < target:
             driver.prepare(self.listener)
             if self.space.latency.mode != "measure" and driver.needs_latency:

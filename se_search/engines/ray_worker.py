@@ -15,30 +15,29 @@ import json
 import math
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.evaluator import Evaluator, EvaluatorFactory
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
 from se_search.storage.artifacts import save_checkpoints
 
-__all__ = ["EvaluatorFactory", "evaluate_trial", "for_workers", "shown"]
-
-EvaluatorFactory = Callable[[SearchSpace], Evaluator]
+__all__ = ["evaluate_trial", "for_workers", "shown"]
 
 #: One Evaluator per worker process and space: with ``reuse_actors`` a worker keeps its data
 #: set, cost table and measured latencies from one trial to the next.
 _EVALUATORS: dict[str, Evaluator] = {}
 
 
-def _evaluator(space: SearchSpace, factory: EvaluatorFactory) -> Evaluator:
+def _evaluator(space: SearchSpace, factory: EvaluatorFactory, artifacts: Path) -> Evaluator:
+    """The worker's evaluator of ``space``: it loads what the driver trained once (the
+    supernet, a self-pretrained backbone) from ``artifacts``, never trains it."""
     if space.hash not in _EVALUATORS:
-        _EVALUATORS[space.hash] = factory(space)
+        _EVALUATORS[space.hash] = factory(space, artifacts=artifacts, may_train_once=False)
     return _EVALUATORS[space.hash]
 
 
@@ -76,14 +75,9 @@ def evaluate_trial(
         reused = json.loads(config["se_reuse"])
         tune.report({**final, **shown(reused, accuracy=False), "se_metrics": config["se_reuse"]})
         return
-    evaluator = _evaluator(space, factory)
+    evaluator = _evaluator(space, factory, Path(config["se_checkpoint_dir"]))
     if latency_table and not evaluator.lut.entries():
         evaluator.lut.add(latency_table)
-    if evaluator.artifacts is None:  # the supernet of the driver's study, loaded once
-        evaluator.artifacts, evaluator.may_train_once = (
-            Path(config["se_checkpoint_dir"]),
-            False,
-        )
     arch = Architecture(json.loads(config["se_arch"]))
     last_epoch = space.evaluation.epochs
 

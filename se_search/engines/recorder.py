@@ -18,7 +18,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import optuna_dashboard
@@ -26,8 +26,8 @@ import torch
 from optuna.trial import TrialState
 
 from se_search import __version__
-from se_search.engines.noise import update_noise
-from se_search.engines.sampling import architecture_params, open_storage, open_study
+from se_search.engines.optuna_study import architecture_params, open_storage, open_study
+from se_search.engines.run_noise import update_noise
 from se_search.evaluation.evaluator import Evaluation, Evaluator
 from se_search.evaluation.stopping import EPOCHS_ATTR
 from se_search.events import LatencyChecked, Listener, TrialDone
@@ -37,16 +37,17 @@ from se_search.space.sampling import reference_architectures
 from se_search.stats.noise import mark_ties
 from se_search.stats.pareto import pareto_front
 from se_search.storage.artifacts import checkpoint_dir, optuna_artifacts_dir
-from se_search.storage.dashboard import (
+from se_search.storage.database import redact
+from se_search.storage.rows import Candidate, Metrics
+from se_search.storage.store import ResultsStore
+from se_search.storage.tables import CandidateState, RunStatus
+from se_search.storage.trial_records import (
     artifact_store,
     front_note,
     set_user_attrs,
     trial_attrs,
     upload_placement,
 )
-from se_search.storage.database import redact
-from se_search.storage.store import ResultsStore
-from se_search.storage.tables import CandidateState, RunStatus
 
 __all__ = ["FINISHED", "RunSummary", "StudyRecorder", "device_fingerprint", "reused_evaluation"]
 
@@ -61,7 +62,7 @@ class RunSummary:
     target: int
     ran: int  # trials evaluated by this run
     failed: int
-    front: list[dict]  # with accuracy_se and within_noise_of
+    front: list[Candidate]  # with accuracy_se and within_noise_of
     noise: dict[str, Any] | None = None  # the run's noise floor and budget warning
 
 
@@ -86,12 +87,16 @@ def device_fingerprint(device: torch.device) -> dict[str, Any]:
     }
 
 
-def reused_evaluation(arch: Architecture, previous: dict[str, Any]) -> Evaluation:
+def reused_evaluation(arch: Architecture, previous: Candidate) -> Evaluation:
     """The figures of a trial that already trained ``arch``, as this trial's evaluation."""
-    keys = ("accuracy", "params", "flops", "latency_ms", "latency_iqr_ms", "latency")
-    metrics = {k: previous[k] for k in keys}
-    metrics.update(feasible=previous["feasible"], violations=previous["violations"])
-    return Evaluation(arch, metrics, previous["feasible"], previous["violations"] or {})
+    metrics = {
+        "accuracy": previous.accuracy, "params": previous.params, "flops": previous.flops,
+        "latency_ms": previous.latency_ms, "latency_iqr_ms": previous.latency_iqr_ms,
+        "latency": previous.latency, "feasible": previous.feasible,
+        "violations": previous.violations,
+    }  # fmt: skip
+    # a completed candidate has its metrics: feasible is never None here
+    return Evaluation(arch, metrics, bool(previous.feasible), previous.violations or {})
 
 
 class StudyRecorder:
@@ -122,14 +127,14 @@ class StudyRecorder:
 
     def recover_stale(self) -> list[int]:
         """Fail RUNNING trials whose driver on this host is gone; queue their archs again."""
-        running = {c["trial_number"]: c for c in self.store.candidates(self.study_name)}
+        running = {c.trial_number: c for c in self.store.candidates(self.study_name)}
         recovered = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             cand = running.get(trial.number)
-            if cand is None or cand["host"] != self.host or _pid_alive(cand["pid"]):
+            if cand is None or cand.host != self.host or _pid_alive(cand.pid):
                 continue  # another live process, or another machine (its heartbeat's business)
             self.study.tell(trial.number, state=TrialState.FAIL)
-            reason = f"process {cand['pid']} on {cand['host']} died during the trial; queued again"
+            reason = f"process {cand.pid} on {cand.host} died during the trial; queued again"
             self.store.finish_candidate(
                 self.study_name, trial.number, state=CandidateState.FAILED, failure_reason=reason
             )
@@ -191,23 +196,23 @@ class StudyRecorder:
     def done_event(
         info: dict[str, Any],
         evaluation: Evaluation,
-        front: list[dict],
-        previous: dict[str, Any] | None,
+        front: list[Candidate],
+        previous: Candidate | None,
     ) -> TrialDone:
         """The event of a finished trial; ``info`` holds its number, arch and placement."""
         return TrialDone(
             **info,
-            metrics=evaluation.metrics,
+            metrics=cast(Metrics, evaluation.metrics),  # Evaluation keeps a plain dict
             feasible=evaluation.feasible,
             seconds=evaluation.seconds,
             front=front,
-            duplicate_of=previous["trial_number"] if previous else None,
+            duplicate_of=previous.trial_number if previous else None,
             model=evaluation.model,
         )
 
     def start(
         self, trial: optuna.Trial, arch: Architecture, *, node: str | None = None
-    ) -> dict | None:
+    ) -> Candidate | None:
         """Record a trial that starts on ``arch``; the earlier trial that trained it, if any."""
         self.store.start_candidate(
             run_id=self.run_id,
@@ -252,7 +257,7 @@ class StudyRecorder:
         duplicate_of: int | None = None,
         checkpoint: str | None = None,
         node: str | None = None,
-    ) -> list[dict]:
+    ) -> list[Candidate]:
         """Record a finished evaluation: Optuna values and constraints, our metrics; the front."""
         self._annotate(trial, evaluation.arch, evaluation.metrics)
         for key, value in evaluation.violations.items():
@@ -319,42 +324,42 @@ class StudyRecorder:
             return
         checked = []
         for c in self.store.front(self.study_name):
-            latency = c["latency"] or {}
+            latency = c.latency or {}
             if latency.get("source") != "lut":
                 continue
             if "measured_ms" not in latency:
-                measured = evaluator.measure_latency(Architecture(c["architecture"]))
+                measured = evaluator.measure_latency(Architecture(c.architecture))
                 self.store.set_latency_check(
                     self.study_name,
-                    c["trial_number"],
+                    c.trial_number,
                     measured_ms=measured.median_ms,
                     iqr_ms=measured.iqr_ms,
                 )
-                c = self.store.candidate(self.study_name, c["trial_number"])
+                c = self.store.candidate(self.study_name, c.trial_number) or c
             checked.append(c)
         listener(LatencyChecked(front=checked))
 
-    def update_front(self) -> list[dict]:
-        """Recompute the front from the stored metrics, store it when it changed (with the
-        study's note), prune checkpoints; the front's rows (:meth:`ResultsStore.scored`)."""
+    def update_front(self) -> list[Candidate]:
+        """Recompute the front from the stored metrics (:meth:`ResultsStore.scored`), store
+        it when it changed (with the study's note), prune checkpoints; the front's records,
+        without their seed figures."""
         done = self.store.scored(self.study_name)
-        front = pareto_front(done, self.space.objectives)
-        numbers = {c["trial_number"] for c in front}
+        chosen = pareto_front(done, self.space.objectives)
+        numbers = {c.trial_number for c in chosen}
         if numbers != self.store.front_numbers(self.study_name):
-            members = [(c["trial_number"], c["arch_hash"]) for c in front]
-            self.store.set_front(self.study_name, members)
+            self.store.set_front(self.study_name, [(c.trial_number, c.arch_hash) for c in chosen])
+        front = self.store.members(self.study_name, numbers)
         noise = self.store.noise(self.study_name)
         note_key = (frozenset(numbers), noise and noise["sigma"])
         if note_key != self._note_key:  # the study's note follows the front and its noise
             self._note_key = note_key
-            rows = mark_ties(self.store.annotate(self.study_name, [dict(c) for c in front]),
-                             self.space.objectives)  # fmt: skip
+            rows = mark_ties(self.store.annotate(self.study_name, front), self.space.objectives)
             note = front_note(rows, dict(self.space.objectives), self.study_name,
                               redact(self.storage), noise)  # fmt: skip
             optuna_dashboard.save_note(self.study, note)
         if self.space.search.checkpoints == "front":
             for c in done:
-                if c["checkpoint"] and c["trial_number"] not in numbers:
-                    for path in self.store.drop_checkpoints(self.study_name, c["trial_number"]):
+                if c.checkpoint and c.trial_number not in numbers:
+                    for path in self.store.drop_checkpoints(self.study_name, c.trial_number):
                         Path(path).unlink(missing_ok=True)
-        return list(front)
+        return front

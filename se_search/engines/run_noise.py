@@ -10,20 +10,22 @@ run together with the budget check's warning.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 from se_search.space import SearchSpace
 from se_search.space.sampling import reference_architectures
 from se_search.stats.noise import budget_warning, pooled_sd
+from se_search.storage.rows import SeedResult
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
 __all__ = ["mean_history", "update_noise"]
 
 
-def mean_history(seeds: list[dict[str, Any]]) -> list[float]:
+def mean_history(seeds: Sequence[SeedResult]) -> list[float]:
     """The mean over seeds of the validation accuracy after each epoch."""
-    histories = [r["history"] for r in seeds if r.get("history")]
+    histories = [r.history for r in seeds if r.history]
     return [statistics.fmean(epoch) for epoch in zip(*histories)]
 
 
@@ -34,13 +36,13 @@ def update_noise(
     (with ``check_budget``, also the budget check's warning); the stored record."""
     study = space.study_name
     trained = {
-        c["trial_number"]: c
+        c.trial_number: c
         for c in store.candidates(study, states=[CandidateState.COMPLETE])
-        if c["duplicate_of"] is None and c["epochs"]
+        if c.duplicate_of is None and c.epochs
     }
     seeds = {n: rows for n, rows in store.seed_results(study).items() if n in trained}
-    sigma, dof = pooled_sd([[r["accuracy"] for r in rows] for rows in seeds.values()])
-    by_hash = {c["arch_hash"]: n for n, c in trained.items()}
+    sigma, dof = pooled_sd([[r.accuracy for r in rows] for rows in seeds.values()])
+    by_hash = {c.arch_hash: n for n, c in trained.items()}
     references = {
         preset: by_hash[arch.hash]
         for preset, arch in reference_architectures(space).items()
@@ -48,8 +50,8 @@ def update_noise(
     }
     details = {
         "references": {
-            preset: {"trial": n, "seeds": [r["seed"] for r in seeds.get(n, [])],
-                     "accuracies": [r["accuracy"] for r in seeds.get(n, [])]}
+            preset: {"trial": n, "seeds": [r.seed for r in seeds.get(n, [])],
+                     "accuracies": [r.accuracy for r in seeds.get(n, [])]}
             for preset, n in references.items()
         },
     }  # fmt: skip

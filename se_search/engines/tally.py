@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from se_search.events import Event, Listener, ignore
+from se_search.events import Listener, ignore
 
 __all__ = ["RunTally"]
 
@@ -16,9 +16,6 @@ class RunTally:
     listener: Listener = ignore
     ran: int = 0  # trials this run ended, however they ended (copies of a trained one too)
     failed: int = 0
-
-    def tell(self, event: Event) -> None:
-        self.listener(event)
 
     def ended(self, *, failed: bool = False) -> None:
         """Count a trial of this run that ended (``failed``: as FAILED)."""

@@ -1,9 +1,11 @@
 """Scoring one candidate: costs first, constraints checked, then (if feasible) training.
 
 One :class:`Evaluator` per process holds what every trial reuses: the cost table (one thop
-profile of the plain backbone), the data set, and latencies already measured, cached by
-architecture hash. Engines (local Optuna, Ray Tune) call the same :meth:`Evaluator.evaluate`;
-none of them trains or scores anything itself.
+profile of the plain backbone), the data set and training setup, the strategy (with what it
+trains once: a self-pretrained backbone, a supernet), and latencies already measured, cached
+by architecture hash. Engines (local Optuna, Ray Tune) build one with everything it needs
+(the study's artifacts folder, the results database) and call the same
+:meth:`Evaluator.evaluate`; none of them trains or scores anything itself.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,8 +24,10 @@ from torch import nn
 from se_search.costs.flops import CostTable
 from se_search.costs.latency import Latency, measure_latency
 from se_search.costs.timing import resolve_device
+from se_search.data.sets import DataBundle, load_data
 from se_search.errors import SESearchError
-from se_search.evaluation.strategies import STRATEGIES, Strategy, Trained
+from se_search.evaluation.setup import TrainingSetup
+from se_search.evaluation.strategies import STRATEGIES, OneShot, Strategy, StrategyInputs, Trained
 from se_search.events import (
     LatencyTableProgress,
     LatencyTableReady,
@@ -37,7 +41,7 @@ from se_search.models.surgery import SELF_WEIGHTS
 from se_search.space import SearchSpace, build_model
 from se_search.space.sampling import reference_architectures
 
-__all__ = ["WORST", "Evaluation", "Evaluator"]
+__all__ = ["WORST", "Evaluation", "Evaluator", "EvaluatorFactory"]
 
 #: The value an infeasible (untrained) candidate gets for an objective it was never scored on.
 WORST = {"max": 0.0, "min": float("inf")}
@@ -70,34 +74,34 @@ class Evaluation:
 class Evaluator:
     """Scores candidates of one space. Build once per process; call :meth:`evaluate`.
 
-    ``train`` and ``latency`` default to the real training loop and latency measurement;
-    benchmarks of the framework's own overhead pass stand-ins that return at once.
+    ``artifacts`` is the study's folder, where what is trained once per study (a
+    ``self``-pretrained backbone, the supernet) is kept; ``storage`` the results database,
+    which keeps the latency lookup table (default: the space's). ``may_train_once`` is False
+    on Ray workers, which load what the driver trained. ``train`` and ``latency`` default to
+    the space's strategy and the real latency measurement; benchmarks of the framework's own
+    overhead pass stand-ins that return at once.
     """
 
     def __init__(
         self,
         space: SearchSpace,
         *,
-        train: Strategy | None = None,
-        latency: Callable[[Architecture], Latency] | None = None,
         artifacts: Path | None = None,
         storage: str | None = None,
+        may_train_once: bool = True,
+        train: Strategy | None = None,
+        latency: Callable[[Architecture], Latency] | None = None,
     ) -> None:
         self.space = space
-        self._train = train or STRATEGIES[space.evaluation.strategy](self)
-        self._scores_on_supernet = train is None and space.evaluation.strategy == "oneshot"
+        self.artifacts = None if artifacts is None else Path(artifacts)
+        self.storage = storage
+        self.may_train_once = may_train_once
+        self._given_strategy = train
         self._latency = latency or (
             self.measure_latency if space.latency.mode == "measure" else self._predict_latency
         )
         self._latencies: dict[str, Latency] = {}
         self._listener: Listener = ignore
-        #: The study's artifacts folder (the supernet's checkpoint); engines set it.
-        self.artifacts = artifacts
-        #: The results database, which keeps the latency lookup table (default: the space's).
-        self.storage = storage
-        #: Whether this process may train what is trained once per study (the supernet, a
-        #: ``self``-pretrained backbone); Ray workers only load the driver's.
-        self.may_train_once = True
 
     @cached_property
     def table(self) -> CostTable:
@@ -108,9 +112,7 @@ class Evaluator:
         return CostTable.build(plain, family=family, image_size=self.space.data.image_size)
 
     @cached_property
-    def data(self) -> Any:
-        from se_search.evaluation.data import load_data
-
+    def data(self) -> DataBundle:
         bundle = load_data(self.space.data, seed=self.space.search.seed)
         if bundle.num_classes != self.space.backbone.num_classes:
             raise SESearchError(
@@ -119,6 +121,11 @@ class Evaluator:
                 f"backbone.num_classes: {bundle.num_classes}"
             )
         return bundle
+
+    @cached_property
+    def setup(self) -> TrainingSetup:
+        """How this space's networks train (loaders, optimiser, precision, layout)."""
+        return TrainingSetup(space=self.space, data=self.data, device=self.device)
 
     @cached_property
     def training_space(self) -> SearchSpace:
@@ -132,11 +139,22 @@ class Evaluator:
         if self.artifacts is None:
             raise SESearchError("backbone.weights: self needs the study's artifacts folder")
         path = pretrained_backbone(
-            self.space, data=self.data, device=self.device, artifacts=Path(self.artifacts),
-            may_train=self.may_train_once, listener=self._listener,
+            self.setup, artifacts=self.artifacts, may_train=self.may_train_once,
+            listener=self._listener,
         )  # fmt: skip
         backbone = self.space.backbone.model_copy(update={"weights": str(path)})
         return self.space.model_copy(update={"backbone": backbone})
+
+    @cached_property
+    def strategy(self) -> Strategy:
+        """The space's ``evaluation.strategy``, built (with what it trains once) on first use."""
+        if self._given_strategy is not None:
+            return self._given_strategy
+        inputs = StrategyInputs(
+            space=self.training_space, setup=self.setup, artifacts=self.artifacts,
+            may_train=self.may_train_once, listener=self._listener,
+        )  # fmt: skip
+        return STRATEGIES[self.space.evaluation.strategy](inputs)
 
     @cached_property
     def device(self) -> torch.device:
@@ -193,9 +211,7 @@ class Evaluator:
         """``value - cap`` for every constraint (positive means violated)."""
         return {key: float(costs[key]) - cap for key, cap in self.space.constraints.items()}
 
-    # ---------------------------------------------------------------------------- training
-
-    # ----------------------------------------------------------------------------- oneshot
+    # ------------------------------------------------------------------------------ once
 
     def prepare(self, listener: Listener = ignore) -> None:
         """What is done once, before the first candidate: with ``backbone.weights: self``,
@@ -203,9 +219,7 @@ class Evaluator:
         checkpoint or train it; with a latency lookup table, measure the entries the database
         lacks. ``listener`` gets the events of each."""
         self._listener = listener
-        _ = self.training_space
-        if self._scores_on_supernet:
-            _ = self.scorer
+        _ = self.strategy
         if self._latency == self._predict_latency and self.needs_latency:
             self.fill_lut()
 
@@ -223,28 +237,17 @@ class Evaluator:
             )
         )
 
-    @cached_property
+    @property
     def scorer(self) -> Any:
         """The oneshot strategy's :class:`~se_search.evaluation.oneshot.OneShotScorer` (a
         :class:`~se_search.evaluation.oneshot.SplitScorer` with a few-shot split), its
         supernet loaded from the study's artifacts or trained (and saved) first."""
-        from se_search.evaluation import strategies
-        from se_search.evaluation.oneshot import supernet_scorer
-
-        if self.artifacts is None:
-            raise SESearchError("the oneshot strategy needs the study's artifacts folder")
-        space = self.space
-        return supernet_scorer(
-            self.training_space,
-            data=self.data,
-            device=self.device,
-            artifacts=Path(self.artifacts),
-            may_train=self.may_train_once,
-            init=(lambda net: strategies.zero_init_residual(net, space))
-            if space.evaluation.zero_init_residual
-            else None,
-            listener=self._listener,
-        )
+        if not isinstance(self.strategy, OneShot):
+            raise SESearchError(
+                f"evaluation.strategy is {self.space.evaluation.strategy!r}: only oneshot "
+                "scores candidates on a supernet"
+            )
+        return self.strategy.scorer
 
     def seeds(self, arch: Architecture) -> list[int]:
         """The seeds ``arch`` trains under: ``evaluation.seeds`` of them from
@@ -259,7 +262,7 @@ class Evaluator:
     def train(self, arch: Architecture, seeds: Sequence[int] | None = None) -> Trained:
         """Obtain ``arch``'s accuracy by the strategy under ``seeds`` (default
         :meth:`seeds`), without costs or constraints (what ``se-search verify`` runs)."""
-        return self._train(arch, list(seeds or self.seeds(arch)), None)
+        return self.strategy(arch, list(seeds or self.seeds(arch)), None)
 
     def evaluate(
         self, arch: Architecture, *, report: Callable[[int, float], None] | None = None
@@ -286,7 +289,7 @@ class Evaluator:
             feasible, disturbed = all(v <= 0 for v in violations.values()), False
         evaluation = Evaluation(arch, metrics, feasible, violations)
         if feasible:
-            trained = self._train(arch, self.seeds(arch), report)
+            trained = self.strategy(arch, self.seeds(arch), report)
             metrics.update(
                 accuracy=trained.accuracy,
                 train_seconds=trained.train_seconds,
@@ -315,3 +318,17 @@ class Evaluator:
             "latency_iqr_ms": kept.iqr_ms,
             "latency": kept.to_dict(),
         }
+
+
+class EvaluatorFactory(Protocol):
+    """What an engine builds its evaluators with (:class:`Evaluator` itself, or a stand-in):
+    complete when built, with the study's artifacts folder and results database."""
+
+    def __call__(
+        self,
+        space: SearchSpace,
+        *,
+        artifacts: Path | None = ...,
+        storage: str | None = ...,
+        may_train_once: bool = ...,
+    ) -> Evaluator: ...

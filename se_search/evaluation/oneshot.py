@@ -5,9 +5,10 @@ once, and scoring candidates on it.
 draws one; ``sandwich`` the largest, the smallest and ``random_per_step`` random ones, their
 gradients averaged (Yu & Huang 2019 sum them; the mean keeps a step as large as one
 network's, so ``evaluation.lr`` means the same as under ``train``: summed, ResNet-50's
-supernet stayed near chance for two epochs at lr 0.05). The checkpoint goes to the study's
-artifacts folder under a key of everything that shapes it, so later runs, resumes and Ray
-workers load it.
+supernet stayed near chance for two epochs at lr 0.05), in the training loop every network
+shares (:class:`~se_search.evaluation.setup.TrainingSetup`). The checkpoint goes to the
+study's artifacts folder under its key (:func:`~se_search.space.keys.learned_key`), so later
+runs, resumes and Ray workers load it.
 
 **Scoring** a candidate: activate its choices, recalibrate BatchNorm's running statistics on
 ``calibration_batches`` training batches (shared weights leave the stored statistics wrong
@@ -26,7 +27,6 @@ beside the supernet's, which they start from.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,11 +37,13 @@ import torch
 from torch import nn
 
 from se_search.errors import SESearchError
+from se_search.evaluation.checkpoints import load_or_train, save_atomically
+from se_search.evaluation.setup import TrainingSetup
 from se_search.evaluation.supernet import Supernet
-from se_search.evaluation.train import Diverged, make_optimizer
+from se_search.evaluation.train import Scores, Step, autocast
 from se_search.events import Listener, SupernetEpoch, SupernetReady, SupernetStarted, ignore
 from se_search.models.arch import Architecture, SEChoice
-from se_search.space import SearchSpace, digest
+from se_search.space import SearchSpace, learned_key, zero_init_residual
 from se_search.space.sampling import (
     block_options,
     extreme_choice,
@@ -59,7 +61,6 @@ __all__ = [
     "recalibrate_bn",
     "save_supernet",
     "split_parts",
-    "supernet_key",
     "supernet_scorer",
     "train_supernet",
 ]
@@ -111,23 +112,6 @@ def step_architectures(
     return randoms if cfg.sampling == "uniform" else [*_extremes(space, part), *randoms]
 
 
-def supernet_key(space: SearchSpace) -> str:
-    """What the supernet's weights depend on, hashed: the checkpoint's name. A few-shot
-    split's copies start from the same supernet, so the split's keys are not part of it."""
-    shape = space.model_dump(
-        mode="json",
-        include={"backbone", "sites", "choices", "data", "evaluation"},
-        exclude={
-            "evaluation": {
-                "early_stopping": True, "strategy": True, "device": True,
-                "supernet": {"split", "split_site", "split_epochs"},
-            }
-        },
-    )  # fmt: skip
-    shape["seed"] = space.search.seed
-    return digest(shape)
-
-
 def step_losses(
     supernet: Supernet,
     archs: list[Architecture],
@@ -149,62 +133,67 @@ def step_losses(
             teacher = logits.detach().softmax(dim=1)
 
 
+def supernet_step(supernet: Supernet, rng: random.Random, part: Part | None = None) -> Step:
+    """A training step of ``supernet`` (of ``part`` of the space, when given): the step's
+    architectures (:func:`step_architectures`), each one's loss backpropagated in turn, their
+    mean the step's (a step as large as one network's); the mean loss to report."""
+    space = supernet.space
+    distill = space.evaluation.supernet.distill
+
+    def step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        archs = step_architectures(space, rng, part)
+        total = torch.zeros((), device=images.device)
+        losses = step_losses(supernet, archs, images, labels, distill=distill)
+        while True:
+            with autocast(images.device):
+                loss = next(losses, None)
+            if loss is None:
+                return total / len(archs)
+            (loss / len(archs)).backward()
+            total += loss.detach()
+
+    return step
+
+
+def _scores(scorer: OneShotScorer, arch: Architecture) -> Scores:
+    found = scorer.scores(arch)
+    return Scores(found["top1"], -found["nll"])  # the scorer's NLL is negated
+
+
 def train_supernet(
     supernet: Supernet,
     *,
-    train_loader: Iterable,
+    setup: TrainingSetup,
     scorer: OneShotScorer,
-    device: torch.device,
     report: Callable[[SupernetEpoch], None] | None = None,
     part: Part | None = None,
 ) -> list[SupernetEpoch]:
     """Train ``supernet`` in place for ``evaluation.supernet.epochs``, or on ``part`` of the
-    space only for ``split_epochs``; one report per epoch."""
+    space only for ``split_epochs``, scored after each epoch on the largest architecture (of
+    ``part``); one report per epoch."""
     space = supernet.space
-    ev, cfg = space.evaluation, space.evaluation.supernet
-    epochs = _epochs(space, part)
-    rng = random.Random(space.search.seed)
-    supernet.to(device)
-    steps = epochs * len(train_loader)  # type: ignore[arg-type]
-    optimizer, schedule = make_optimizer(
-        supernet, lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay, steps=steps
-    )
-    reports = []
-    per_step = len(step_architectures(space, random.Random(0)))
+    epochs, seed = _epochs(space, part), space.search.seed
     top = _extremes(space, part)[0]
+    step = supernet_step(supernet, random.Random(seed), part)
+    reports: list[SupernetEpoch] = []
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        supernet.train()
-        total, batches = torch.zeros((), device=device), 0
-        for images, labels in train_loader:
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            archs = step_architectures(space, rng, part)
-            for loss in step_losses(supernet, archs, images, labels, distill=cfg.distill):
-                # the mean over the step's architectures: a step as large as one network's
-                (loss / len(archs)).backward()
-                total += loss.detach()
-            optimizer.step()
-            schedule.step()
-            batches += 1
-        mean = total.item() / max(1, batches * per_step)
-        if not math.isfinite(mean):
-            raise Diverged(
-                f"the supernet's training loss became {mean} in epoch {epoch}; lower "
-                f"evaluation.lr (now {ev.lr})"
-            )
-        accuracy = scorer.score(top)
-        reports.append(
+
+    def scored(epoch: SupernetEpoch) -> None:
+        reports.append(epoch)
+        if report is not None:
+            report(epoch)
+
+    run = setup.epochs(
+        supernet, epochs=epochs, seed=seed, step=step, average=False,
+        score=lambda net: _scores(scorer, top), what="the supernet's training loss",
+    )  # fmt: skip
+    for result in run:
+        scored(
             SupernetEpoch(
-                epoch=epoch,
-                epochs=epochs,
-                loss=mean,
-                accuracy=accuracy,
+                epoch=result.epoch, epochs=epochs, loss=result.loss, accuracy=result.accuracy,
                 seconds=time.perf_counter() - start,
             )
-        )
-        if report is not None:
-            report(reports[-1])
+        )  # fmt: skip
     return reports
 
 
@@ -256,6 +245,7 @@ class OneShotScorer:
 
     def prepare(self, arch: Architecture) -> None:
         """Activate ``arch`` and recalibrate its BN statistics."""
+        self.supernet.to(memory_format=torch.channels_last)  # training may have undone it
         self.supernet.activate(arch)
         recalibrate_bn(self.supernet, self.calibration)
 
@@ -301,7 +291,7 @@ class SplitScorer:
 def checkpoint_path(folder: Path, space: SearchSpace, part: Part | None = None) -> Path:
     """The supernet's checkpoint, or that of its copy for ``part`` (which depends on the
     split's epochs too)."""
-    key = supernet_key(space)
+    key = learned_key(space, "supernet")
     if part is None:
         return folder / f"supernet-{key}.pt"
     epochs = space.evaluation.supernet.split_epochs
@@ -310,11 +300,8 @@ def checkpoint_path(folder: Path, space: SearchSpace, part: Part | None = None) 
 
 def save_supernet(supernet: Supernet, path: Path, meta: dict[str, Any]) -> None:
     """Write the supernet's weights (atomically: a killed run leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
     state = {k: v.detach().cpu() for k, v in supernet.state_dict().items()}
-    torch.save({"state_dict": state, "meta": meta}, partial)
-    partial.replace(path)
+    save_atomically({"state_dict": state, "meta": meta}, path)
 
 
 def load_supernet(supernet: Supernet, path: Path) -> dict[str, Any]:
@@ -327,49 +314,47 @@ def load_supernet(supernet: Supernet, path: Path) -> dict[str, Any]:
 def supernet_scorer(
     space: SearchSpace,
     *,
-    data: Any,
-    device: torch.device,
-    artifacts: Path,
+    setup: TrainingSetup,
+    artifacts: Path | None,
     may_train: bool,
-    init: Callable[[nn.Module], None] | None,
     listener: Listener = ignore,
 ) -> OneShotScorer | SplitScorer:
     """The space's scorer, its supernet loaded from ``artifacts`` or, when ``may_train``,
-    trained and saved there first (``init`` runs on the backbone before its sites become
-    choices); with a few-shot split, the same for each part's copy, which starts from the
-    supernet. ``listener`` gets the supernet's events."""
-    from se_search.evaluation.data import make_loader
+    trained and saved there first (its backbone zero-initialised as ``train`` starts every
+    candidate, before its sites become choices); with a few-shot split, the same for each
+    part's copy, which starts from the supernet. ``listener`` gets the supernet's events."""
+    if artifacts is None:
+        raise SESearchError("the oneshot strategy needs the study's artifacts folder")
+    seed, cfg = space.search.seed, space.evaluation.supernet
 
-    seed = space.search.seed
+    def init(net: nn.Module) -> None:
+        if space.evaluation.zero_init_residual:
+            zero_init_residual(net, space)
+
     torch.manual_seed(seed)
-    net = Supernet(space, init=init).to(device)
-    cfg, batch = space.evaluation.supernet, space.data.batch_size
-    train = make_loader(data.train, batch_size=batch, shuffle=True, seed=seed)
+    net = Supernet(space, init=init).to(setup.device)
+    train = setup.loader(setup.data.train, shuffle=True, seed=seed)
     calibration = [x for x, _ in itertools.islice(train, cfg.calibration_batches)]
-    val = list(make_loader(data.val, batch_size=256, shuffle=False, seed=seed))
+    val = list(setup.loader(setup.data.val, shuffle=False, seed=seed, batch_size=256))
 
     def ready(net: Supernet, part: Part | None) -> OneShotScorer:
         """``net`` (for ``part``) loaded from its checkpoint, or trained and saved."""
-        scorer = OneShotScorer(net, calibration=calibration, val=val, device=device)
+        scorer = OneShotScorer(net, calibration=calibration, val=val, device=setup.device)
         path, label = checkpoint_path(artifacts, space, part), "=".join(part or ())
-        if path.is_file():
-            meta = load_supernet(net, path)
-            listener(SupernetReady(path=str(path), trained=False, meta=meta, part=label))
-            return scorer
-        if not may_train:
-            raise SESearchError(
-                f"no supernet checkpoint at {path}: the driver trains it before the trials; "
-                "on a cluster, set search.artifacts to a folder every node shares"
-            )
         epochs = _epochs(space, part)
-        listener(SupernetStarted(path=str(path), epochs=epochs, part=label))
-        reports = train_supernet(
-            net, train_loader=train, scorer=scorer, device=device, report=listener, part=part
-        )
-        meta = {"seconds": reports[-1].seconds, "accuracy": reports[-1].accuracy,
-                "epochs": epochs, "sampling": cfg.sampling}  # fmt: skip
-        save_supernet(net, path, meta)
-        listener(SupernetReady(path=str(path), trained=True, meta=meta, part=label))
+
+        def train() -> dict[str, Any]:
+            listener(SupernetStarted(path=str(path), epochs=epochs, part=label))
+            reports = train_supernet(net, setup=setup, scorer=scorer, report=listener, part=part)
+            return {"seconds": reports[-1].seconds, "accuracy": reports[-1].accuracy,
+                    "epochs": epochs, "sampling": cfg.sampling}  # fmt: skip
+
+        meta, trained = load_or_train(
+            path, what="supernet checkpoint", may_train=may_train,
+            load=lambda p: load_supernet(net, p), train=train,
+            save=lambda meta, p: save_supernet(net, p, meta),
+        )  # fmt: skip
+        listener(SupernetReady(path=str(path), trained=trained, meta=meta, part=label))
         return scorer
 
     parts = split_parts(space)
@@ -380,7 +365,7 @@ def supernet_scorer(
         ready(net, None)  # the supernet the copies start from
     scorers = {}
     for part in parts:
-        copy = Supernet(space, init=init).to(device)
+        copy = Supernet(space, init=init).to(setup.device)
         if trunk:
             copy.load_state_dict(net.state_dict())
         scorers[part[1]] = ready(copy, part)

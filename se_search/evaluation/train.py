@@ -1,15 +1,17 @@
-"""Training and evaluation loops of the ``train`` strategy.
+"""The training loop: every network se-search trains goes through :func:`training_epochs`
+(candidates under ``train`` and ``finetune``, the self-pretrained backbone, the supernet).
 
-SGD with Nesterov momentum, a cosine learning-rate schedule stepped per batch, cross-entropy;
-top-1 accuracy on the validation split after every epoch. On CUDA: channels_last and bf16
-autocast. Divergence (a NaN or infinite loss) is checked once per epoch on an accumulated
-on-device sum, so the loop never waits for the GPU inside an epoch; with an in-memory data
-set on the device (:class:`~se_search.evaluation.data.TensorLoader`) nothing inside an epoch
-waits for the host either. Throughput is counted over the training steps only: the epoch's
-end, where the loop waits for the loss anyway, closes each epoch's clock, and evaluation is
-not timed.
-``compile=True`` trains and evaluates ``torch.compile(model)`` (the first epoch pays for the
-compilation).
+SGD with Nesterov momentum, a cosine learning-rate schedule stepped per batch, cross-entropy by
+default (a supernet's step samples its architectures instead: the ``step`` hook); a score on
+the validation split after every epoch (top-1 by default: the ``score`` hook). On CUDA:
+channels_last and bf16 autocast. Divergence (a NaN or infinite loss) is checked once per epoch
+on an accumulated on-device sum, so the loop never waits for the GPU inside an epoch; with an
+in-memory data set on the device (:class:`~se_search.data.loaders.TensorLoader`) nothing
+inside an epoch waits for the host either. Throughput is counted over the training steps only:
+the epoch's end, where the loop waits for the loss anyway, closes each epoch's clock, and
+evaluation is not timed. ``compile=True`` trains and evaluates ``torch.compile(model)`` (the
+first epoch pays for the compilation). What the loop is given (loaders, optimiser settings,
+device) is built from the space in one place: :class:`~se_search.evaluation.setup.TrainingSetup`.
 """
 
 from __future__ import annotations
@@ -17,22 +19,29 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+
+from se_search.evaluation.averaging import WeightAverage
 
 __all__ = [
     "Diverged",
     "EpochResult",
+    "Score",
+    "Scores",
+    "Step",
     "TrainResult",
     "autocast",
+    "cross_entropy_step",
     "evaluate",
     "make_optimizer",
     "memory_format",
+    "scores",
     "train_and_evaluate",
     "train_in_lockstep",
     "training_epochs",
@@ -52,6 +61,7 @@ class TrainResult:
     images_per_second: float = 0.0  # training images per second of training steps
     epoch_images_per_second: list[float] = field(default_factory=list)  # the same, per epoch
     seed: int = 0  # what seeded its initialisation and batch order
+    nll: float = math.nan  # validation NLL after the last epoch run
 
 
 def autocast(device: torch.device) -> AbstractContextManager[object]:
@@ -66,11 +76,22 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
+class Scores(NamedTuple):
+    """A network's scores on a split: top-1 accuracy, and the negative log-likelihood (mean
+    cross-entropy), which, unlike top-1, does not quantise a near-saturated split into ties."""
+
+    top1: float
+    nll: float = math.nan
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` over ``loader``."""
+def scores(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: torch.device
+) -> Scores:
+    """Top-1 accuracy and NLL of ``model`` over ``loader``."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), dtype=torch.double, device=device)
     total = 0
     fmt = memory_format(device)
     for images, labels in loader:
@@ -79,8 +100,16 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> f
         with autocast(device):
             logits = model(images)
         correct += (logits.argmax(dim=1) == labels).sum()
+        loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
         total += labels.numel()
-    return correct.item() / max(total, 1)
+    return Scores(correct.item() / max(total, 1), loss.item() / max(total, 1))
+
+
+def evaluate(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: torch.device
+) -> float:
+    """Top-1 accuracy of ``model`` over ``loader``."""
+    return scores(model, loader, device=device).top1
 
 
 def make_optimizer(
@@ -110,25 +139,56 @@ class EpochResult:
     """One epoch of one training run."""
 
     epoch: int  # 1-based
-    accuracy: float  # validation top-1 after it
+    accuracy: float  # validation top-1 after it (or what the loop's score gives)
     images: int  # training images seen in it
     seconds: float  # of its training steps (evaluation not counted)
+    loss: float = math.nan  # the mean training loss over its batches
+    nll: float = math.nan  # validation NLL after it, where the score gives one
+
+
+#: One training step's forward and backward passes on a batch: ``step(net, images, labels)``
+#: -> the (detached) loss to report; the loop zeroes the gradients before and steps after.
+#: A step runs its forwards under :func:`autocast`.
+Step = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: What scores the network after an epoch: ``score(net)`` -> its :class:`Scores`.
+Score = Callable[[nn.Module], Scores]
+
+
+def cross_entropy_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The default step: cross-entropy on the labels (the forward under :func:`autocast`,
+    the backward outside it, as PyTorch recommends)."""
+    with autocast(images.device):
+        loss = nn.functional.cross_entropy(net(images), labels)
+    loss.backward()
+    return loss.detach()
 
 
 def training_epochs(
     model: nn.Module,
     *,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
+    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
     epochs: int,
     lr: float,
     momentum: float,
     weight_decay: float,
     device: torch.device,
     compile: bool = False,
+    step: Step = cross_entropy_step,
+    score: Score | None = None,
+    average: str = "none",
+    average_span: float = 0.25,
+    on_step: Callable[[nn.Module], None] | None = None,
+    what: str = "the training loss",
 ) -> Iterator[EpochResult]:
-    """Train ``model`` in place, one epoch per step of the iterator, scoring it on
-    ``val_loader`` after each: several runs (seeds) can advance in lockstep.
+    """Train ``model`` in place, one epoch per step of the iterator, scoring it after each
+    (``score``, by default top-1 and NLL on ``val_loader``): several runs (seeds) can advance
+    in lockstep. With ``average`` (``ema``, ``swa``:
+    :class:`~se_search.evaluation.averaging.WeightAverage`) the average of the weights over
+    ``average_span`` of the run is scored instead, and becomes the model at the end.
+    ``on_step(model)`` is called after every optimiser step; ``what`` names the loss in the
+    divergence message.
 
     Raises:
         Diverged: when the loss of an epoch is NaN or infinite.
@@ -136,14 +196,20 @@ def training_epochs(
     fmt = memory_format(device)
     model.to(device, memory_format=fmt)
     net = torch.compile(model) if compile else model
+    batches = len(train_loader)  # type: ignore[arg-type]
     optimizer, schedule = make_optimizer(
-        model,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        steps=epochs * len(train_loader),
+        model, lr=lr, momentum=momentum, weight_decay=weight_decay, steps=epochs * batches
     )
-    loss_fn = nn.CrossEntropyLoss()
+    if score is None:
+        assert val_loader is not None, "training_epochs needs a val_loader or a score"
+        loader = val_loader
+
+        def score(net: nn.Module) -> Scores:
+            return scores(net, loader, device=device)
+
+    averaged = None
+    if average != "none":
+        averaged = WeightAverage(model, kind=average, steps=epochs * batches, span=average_span)
     for epoch in range(1, epochs + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -151,30 +217,38 @@ def training_epochs(
         for batch, labels in train_loader:
             batch = batch.to(device, non_blocking=True, memory_format=fmt)
             labels = labels.to(device, non_blocking=True)
-            with autocast(device):
-                loss = loss_fn(net(batch), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = step(net, batch, labels)
             optimizer.step()
             schedule.step()
-            loss_sum += loss.detach().float()
+            if averaged is not None:
+                averaged.update(model)
+            if on_step is not None:
+                on_step(model)
+            loss_sum += loss.float()
             epoch_images += labels.numel()
-        mean_loss = loss_sum.item() / max(1, len(train_loader))  # waits for the last step
+        mean_loss = loss_sum.item() / max(1, batches)  # waits for the last step
         seconds = time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
             raise Diverged(
-                f"the training loss became {mean_loss} in epoch {epoch}; "
+                f"{what} became {mean_loss} in epoch {epoch}; "
                 f"lower evaluation.lr (now {lr}) or check the data"
             )
-        accuracy = evaluate(net, val_loader, device=device)
-        yield EpochResult(epoch, accuracy, epoch_images, seconds)
+        scored = net
+        if averaged is not None:
+            last = epoch == epochs
+            scored = averaged.scored(net, last=last, train_loader=train_loader, device=device)
+            if last:
+                averaged.copy_into(model)
+        top1, nll = score(scored)
+        yield EpochResult(epoch, top1, epoch_images, seconds, mean_loss, nll)
 
 
 def train_and_evaluate(
     model: nn.Module,
     *,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
+    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     epochs: int,
     lr: float,
     momentum: float,
@@ -236,6 +310,7 @@ def train_in_lockstep(
                     r.images / r.seconds if r.seconds > 0 else 0.0 for r in done
                 ],
                 seed=seed,
+                nll=done[-1].nll,
             )
         )
     return results

@@ -192,6 +192,13 @@ def _read_state_dict(spec: BackboneConfig) -> dict[str, torch.Tensor]:
     from torchvision.models import get_model_weights
 
     try:
+        get_model_weights(spec.model)
+    except ValueError:  # not one of torchvision's models (a CIFAR-style ResNet): no names
+        raise BackboneError(
+            f"backbone.weights {spec.weights!r}: no such file, and {spec.model} has no "
+            "torchvision weights; give the path of a checkpoint of it"
+        ) from None
+    try:
         weights = get_model_weights(spec.model)[spec.weights]
     except KeyError:
         names = ", ".join(w.name for w in get_model_weights(spec.model))

@@ -23,6 +23,7 @@ from se_search.stats.hypervolume import bands, bounds, hypervolume_by_trial
 from se_search.stats.spread import quartiles
 from se_search.storage.database import redact
 from se_search.storage.results import Results
+from se_search.storage.rows import Candidate
 from se_search.storage.tables import CandidateState
 
 __all__ = ["GROUP_COLOURS", "build_comparison", "group_studies", "write_comparison"]
@@ -52,11 +53,11 @@ def group_studies(
     return groups
 
 
-def _scored(results: Results) -> list[dict[str, Any]]:
+def _scored(results: Results) -> list[Candidate]:
     return [
         r
         for r in results.store.candidates(results.study, states=[CandidateState.COMPLETE])
-        if r["feasible"] and r["duplicate_of"] is None and r["accuracy"] is not None
+        if r.feasible and r.duplicate_of is None and r.accuracy is not None
     ]
 
 
@@ -84,7 +85,7 @@ def comparison_data(
     curves = {
         study: hypervolume_by_trial(
             rows[study], objectives, scale,
-            [c["trial_number"] for c in results.store.candidates(study, states=FINISHED)],
+            [c.trial_number for c in results.store.candidates(study, states=FINISHED)],
         )
         for study, results in opened.items()
     }  # fmt: skip
@@ -137,10 +138,10 @@ def _figures(data: dict[str, Any]) -> list[tuple[str, Any]]:
         for study, front in data["fronts"].items():
             fig.add_trace(
                 go.Scatter(
-                    x=[r[a] for r in front], y=[r[b] for r in front], mode="markers",
-                    marker={"color": colour[group_of[study]], "size": 9},
+                    x=[getattr(r, a) for r in front], y=[getattr(r, b) for r in front],
+                    mode="markers", marker={"color": colour[group_of[study]], "size": 9},
                     name=f"{study}", legendgroup=group_of[study],
-                    text=[f"{study} trial {r['trial_number']}<br>{r['placement']}" for r in front],
+                    text=[f"{study} trial {r.trial_number}<br>{r.placement}" for r in front],
                     hoverinfo="text",
                 )
             )  # fmt: skip

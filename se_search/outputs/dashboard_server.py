@@ -1,5 +1,5 @@
 """``se-search dashboard``: optuna-dashboard on a results database, with the trials'
-placement images (:mod:`se_search.storage.dashboard` writes what it shows)."""
+placement images (:mod:`se_search.storage.trial_records` writes what it shows)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from se_search.storage.artifacts import (
     default_artifacts_dir,
     optuna_artifacts_dir,
 )
-from se_search.storage.dashboard import artifact_store
 from se_search.storage.store import ResultsStore
+from se_search.storage.trial_records import artifact_store
 
 __all__ = ["serve", "where"]
 

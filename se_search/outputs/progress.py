@@ -39,7 +39,7 @@ from se_search.events import (
     VerifyDone,
     VerifyStarted,
 )
-from se_search.outputs.tables import latency_check_table
+from se_search.outputs.terminal import latency_check_table
 
 __all__ = ["SearchProgress"]
 
@@ -96,8 +96,9 @@ class SearchProgress:
     @__call__.register
     def _(self, event: TrialDone) -> None:
         m = event.metrics
-        if m.get("accuracy") is not None:
-            self.best = max(self.best or 0.0, m["accuracy"])
+        accuracy = m.get("accuracy")
+        if accuracy is not None:
+            self.best = max(self.best or 0.0, accuracy)
         if event.duplicate_of is not None:
             how = f"same as trial {event.duplicate_of}, not trained again"
         elif not event.feasible:
@@ -105,7 +106,7 @@ class SearchProgress:
         else:
             how = "trained" if m.get("epochs") else "scored on the supernet"
         self._print(
-            f"trial {event.trial:>3}  acc {fmt(m.get('accuracy'), '.4f')}  "
+            f"trial {event.trial:>3}  acc {fmt(accuracy, '.4f')}  "
             f"{m['flops'] / 1e9:.4f} GMACs  {fmt(m.get('latency_ms'), '.2f')} ms  "
             f"({how}, {event.seconds:.1f} s)  {event.placement}"
         )

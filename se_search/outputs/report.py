@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from se_search.models.variants import VARIANTS
 from se_search.outputs.verify import verified_rows
 from se_search.space import backbone_sites
 from se_search.stats.hypervolume import hypervolume_history
-from se_search.stats.noise import mark_ties
+from se_search.stats.noise import ties
 from se_search.stats.ranking import kendall_ci, rank_agreement
-from se_search.storage.dashboard import VARIANT_COLOURS
 from se_search.storage.database import redact
 from se_search.storage.results import Results
+from se_search.storage.rows import Candidate
 from se_search.storage.tables import CandidateState
+from se_search.storage.trial_records import VARIANT_COLOURS
 
 __all__ = ["build_report", "site_heatmap", "write_report"]
 
@@ -48,7 +50,7 @@ def dashboards_dir() -> Path:
 
 
 def site_heatmap(
-    front: Sequence[dict], sites: Sequence[str], variants: Sequence[str] = tuple(VARIANTS)
+    front: Sequence[Candidate], sites: Sequence[str], variants: Sequence[str] = tuple(VARIANTS)
 ) -> dict[str, Any]:
     """How often each variant sits at each site among front members, and with which ratios.
 
@@ -59,7 +61,7 @@ def site_heatmap(
     variants = list(variants)
     counts = {(s, v): [] for s in sites for v in variants}
     for member in front:
-        arch = Architecture(member["architecture"])
+        arch = Architecture(member.architecture)
         for site in sites:
             choice = arch.choice(site)
             counts[site, choice.variant].append(choice.reduction)
@@ -76,18 +78,24 @@ def _by_count(values: list[Any]) -> list[Any]:
     return sorted(set(values), key=lambda v: (-values.count(v), v))
 
 
-def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tuple[str, Any]]:
+def _figures(
+    results: Results, rows: list[Candidate], front: list[Candidate]
+) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
 
     objectives = results.objectives
-    on_front = {r["trial_number"] for r in front}
-    hover = [f"trial {r['trial_number']}<br>{r['placement']}" for r in rows]
-    colours = ["#d62728" if r["trial_number"] in on_front else "#9e9e9e" for r in rows]
+    on_front = {r.trial_number for r in front}
+    hover = [f"trial {r.trial_number}<br>{r.placement}" for r in rows]
+    colours = ["#d62728" if r.trial_number in on_front else "#9e9e9e" for r in rows]
+
+    def values(key: str) -> list[Any]:  # an objective over every row
+        return [getattr(r, key) for r in rows]
+
     figures = []
     for a, b in itertools.combinations(objectives, 2):
         fig = go.Figure(
             go.Scatter(
-                x=[r[a] for r in rows], y=[r[b] for r in rows], mode="markers",
+                x=values(a), y=values(b), mode="markers",
                 marker={"color": colours, "size": 9}, text=hover, hoverinfo="text",
                 name="trials",
             )
@@ -98,7 +106,7 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
         a, b, c = objectives
         fig = go.Figure(
             go.Scatter3d(
-                x=[r[a] for r in rows], y=[r[b] for r in rows], z=[r[c] for r in rows],
+                x=values(a), y=values(b), z=values(c),
                 mode="markers", marker={"color": colours, "size": 5}, text=hover,
                 hoverinfo="text",
             )
@@ -132,20 +140,20 @@ def _figures(results: Results, rows: list[dict], front: list[dict]) -> list[tupl
     if len(objectives) in (2, 3):
         fig = go.Figure(
             go.Scatter(
-                x=[r["trial_number"] for r in rows],
+                x=[r.trial_number for r in rows],
                 y=hypervolume_history(rows, objectives), mode="lines+markers",
             )
         )  # fmt: skip
         fig.update_layout(xaxis_title="trial", yaxis_title="hypervolume (normalised objectives)")
         figures.append(("Hypervolume against trial number", fig))
 
-    timed = [r for r in rows if r.get("latency_ms") is not None]
+    timed = [r for r in rows if r.latency_ms is not None]
     if timed:
         fig = go.Figure(
             go.Scatter(
-                x=[r["flops"] for r in timed], y=[r["latency_ms"] for r in timed],
-                mode="markers", text=[f"trial {r['trial_number']}" for r in timed],
-                marker={"color": [r["accuracy"] for r in timed], "colorscale": "Viridis",
+                x=[r.flops for r in timed], y=[r.latency_ms for r in timed],
+                mode="markers", text=[f"trial {r.trial_number}" for r in timed],
+                marker={"color": [r.accuracy for r in timed], "colorscale": "Viridis",
                         "showscale": True, "colorbar": {"title": "accuracy"}, "size": 9},
             )
         )  # fmt: skip
@@ -163,11 +171,11 @@ def build_report(storage: str, study: str) -> str:
     rows = [
         r
         for r in results.store.candidates(study, states=[CandidateState.COMPLETE])
-        if r["feasible"] and r["duplicate_of"] is None and r["accuracy"] is not None
+        if r.feasible and r.duplicate_of is None and r.accuracy is not None
     ]
     if not rows:
         raise SESearchError(f"study {study!r} has no finished, feasible trial to report yet")
-    front = sorted(results.front(), key=lambda r: -(r["accuracy"] or 0))
+    front = sorted(results.front(), key=lambda r: -(r.accuracy or 0))
     figures = [
         (title, fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{i}"))
         for i, (title, fig) in enumerate(_figures(results, rows, front))
@@ -177,9 +185,10 @@ def build_report(storage: str, study: str) -> str:
     )
     shown = redact(storage)
     verified_all, _ = verified_rows(results.store, study)
-    verified = sorted(verified_all, key=lambda r: -r["accuracy"])
-    mark_ties([r for r in verified if r["on_front"]], results.objectives)
-    pairs = [r["searched_accuracy"] for r in verified], [r["accuracy"] for r in verified]
+    verified = sorted(verified_all, key=lambda r: -(r.accuracy or 0))
+    tied = ties([r for r in verified if r.on_front], results.objectives)
+    verified = [replace(r, within_noise_of=tied.get(r.trial_number)) for r in verified]
+    pairs = [r.searched_accuracy or 0.0 for r in verified], [r.accuracy or 0.0 for r in verified]
     (tau, rho), (low, high) = rank_agreement(*pairs), kendall_ci(*pairs)
     noise = results.noise()
     return env.get_template("report.html.j2").render(
@@ -187,8 +196,8 @@ def build_report(storage: str, study: str) -> str:
         agreement={"tau": tau, "rho": rho, "low": low, "high": high},
         noise_line=noise_line(noise),
         budget_warning=noise and noise.get("budget_warning"),
-        accuracy_cell=accuracy_cell,
-        latency_cell=latency_cell,
+        accuracy_cell=lambda row: accuracy_cell(asdict(row)),  # display reads mappings
+        latency_cell=lambda row: latency_cell(asdict(row)),
         study=study,
         storage=shown,
         objectives=results.objectives,

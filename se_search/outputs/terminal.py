@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -23,6 +23,7 @@ from se_search.display import (
     rounded,
 )
 from se_search.models.variants import VARIANTS
+from se_search.storage.rows import Candidate
 
 __all__ = [
     "FRONT_FORMATS",
@@ -54,7 +55,7 @@ LEGEND = (
 FIGURES_WIDTH = 75
 
 
-def front_table(rows: list[dict], *, title: str, width: int | None = None) -> Table:
+def front_table(rows: Sequence[Candidate], *, title: str, width: int | None = None) -> Table:
     """The front as a rich table, best accuracy first. Where a placement does not fit in
     ``width`` (a narrow terminal, or a file: 80), it is written a stage per line, so that
     no stage is split and no figure wraps."""
@@ -64,21 +65,21 @@ def front_table(rows: list[dict], *, title: str, width: int | None = None) -> Ta
             table.add_column(header, justify="left")
         else:
             table.add_column(header, justify="right", no_wrap=True)
-    longest = max((len(r["placement"]) for r in rows), default=0)
+    longest = max((len(r.placement) for r in rows), default=0)
     stacked = width is not None and FIGURES_WIDTH + longest > width
-    for row in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
+    for row in sorted(rows, key=lambda r: -(r.accuracy or 0)):
         table.add_row(
-            str(row["trial_number"]),
-            accuracy_cell(row),
-            fmt(row["params"] and row["params"] / 1e6, ".3f"),
-            fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
-            latency_cell(row),
-            row["placement"].replace(" | ", "\n") if stacked else row["placement"],
+            str(row.trial_number),
+            accuracy_cell(vars(row)),
+            fmt(row.params and row.params / 1e6, ".3f"),
+            fmt(row.flops and row.flops / 1e9, ".4f"),
+            latency_cell(vars(row)),
+            row.placement.replace(" | ", "\n") if stacked else row.placement,
         )
     return table
 
 
-def verified_table(rows: list[dict], *, title: str) -> Table:
+def verified_table(rows: Sequence[Candidate], *, title: str) -> Table:
     """Verified candidates: the search's accuracy beside the stand-alone one."""
     table = Table(
         title=title,
@@ -88,36 +89,36 @@ def verified_table(rows: list[dict], *, title: str) -> Table:
     headers = ("trial", "search acc", "stand-alone acc ± se", "epochs", "GMACs", "latency ms")
     for header in (*headers, "placement"):
         table.add_column(header, justify="left" if header == "placement" else "right")
-    for row in sorted(rows, key=lambda r: -r["accuracy"]):
+    for row in sorted(rows, key=lambda r: -(r.accuracy or 0)):
         table.add_row(
-            f"{row['trial_number']}{'*' if row['on_front'] else ''}",
-            fmt(row["searched_accuracy"], ".4f"),
-            accuracy_cell(row),
-            str(row["epochs"]),
-            fmt(row["flops"] and row["flops"] / 1e9, ".4f"),
-            fmt(row["latency_ms"], ".3f"),
-            row["placement"],
+            f"{row.trial_number}{'*' if row.on_front else ''}",
+            fmt(row.searched_accuracy, ".4f"),
+            accuracy_cell(vars(row)),
+            str(row.epochs),
+            fmt(row.flops and row.flops / 1e9, ".4f"),
+            fmt(row.latency_ms, ".3f"),
+            row.placement,
         )
     return table
 
 
-def latency_check_table(rows: list[dict]) -> Table:
+def latency_check_table(rows: Sequence[Candidate]) -> Table:
     """The front's predicted latencies beside their measurements (``lut+verify``)."""
-    errors = [abs(r["latency"]["error"]) for r in rows]
+    errors = [abs((r.latency or {})["error"]) for r in rows]
     table = Table(
         title="latency lookup table, checked on the front",
         caption=f"|error|: median {statistics.median(errors):.2%}, max {max(errors):.2%}",
     )
     for header in ("trial", "predicted ms", "measured ms", "error", "placement"):
         table.add_column(header, justify="left" if header == "placement" else "right")
-    for row in sorted(rows, key=lambda r: r["trial_number"]):
-        lat = row["latency"]
+    for row in sorted(rows, key=lambda r: r.trial_number):
+        lat = row.latency or {}
         table.add_row(
-            str(row["trial_number"]),
-            f"{row['latency_ms']:.3f}",
+            str(row.trial_number),
+            f"{row.latency_ms:.3f}",
             f"{lat['measured_ms']:.3f}",
             f"{lat['error']:+.2%}",
-            row["placement"],
+            row.placement,
         )
     return table
 
@@ -181,27 +182,24 @@ TRIAL_FIELDS = (
 )
 
 
-def trial_table(record: dict[str, Any]) -> list[Any]:
+def trial_table(record: Candidate) -> list[Any]:
     """``se-search show``'s output: the trial's choices, then its figures as lines."""
     from se_search.models.arch import SEChoice
 
     table = Table(
-        title=f"trial {record['trial_number']} of {record['study_name']}: {record['state']}"
-        f"{' (on the front)' if record['on_front'] else ''}"
+        title=f"trial {record.trial_number} of {record.study_name}: {record.state}"
+        f"{' (on the front)' if record.on_front else ''}"
     )
     table.add_column("site")
     table.add_column("choice")
-    for site, choice in record["architecture"].items():
+    for site, choice in record.architecture.items():
         table.add_row(site, str(SEChoice.parse(choice)))
     lines: list[Any] = [table]
-    lines += [
-        f"{key:15s} {rounded(key, record[key])}"
-        for key in TRIAL_FIELDS
-        if record.get(key) is not None
-    ]
-    if record.get("seed_accuracies"):
-        accuracies = ", ".join(f"{a:.4f}" for a in record["seed_accuracies"])
-        lines.append(f"{'seeds':15s} {', '.join(map(str, record['seeds']))}: {accuracies}")
+    figures = {key: getattr(record, key) for key in TRIAL_FIELDS}
+    lines += [f"{key:15s} {rounded(key, v)}" for key, v in figures.items() if v is not None]
+    if record.seed_accuracies:
+        accuracies = ", ".join(f"{a:.4f}" for a in record.seed_accuracies)
+        lines.append(f"{'seeds':15s} {', '.join(map(str, record.seeds or []))}: {accuracies}")
     return lines
 
 
@@ -212,15 +210,15 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _front_json(rows: list[dict], *, title: str, width: int | None = None) -> str:
-    return json.dumps(rows, indent=2, default=str)
+def _front_json(rows: Sequence[Candidate], *, title: str, width: int | None = None) -> str:
+    return json.dumps([r.to_dict(also=("within_noise_of",)) for r in rows], indent=2)
 
 
-def _front_csv(rows: list[dict], *, title: str, width: int | None = None) -> str:
+def _front_csv(rows: Sequence[Candidate], *, title: str, width: int | None = None) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows([getattr(r, c) for c in CSV_COLUMNS] for r in rows)
     return out.getvalue().rstrip("\n")
 
 

@@ -26,19 +26,20 @@ members) are the same trainings.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from se_search.errors import SpaceError
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
 from se_search.models.arch import Architecture
-from se_search.space import SearchSpace, digest, space_from_json
+from se_search.space import SearchSpace, learned_key, space_from_json
 from se_search.space.sampling import reference_architectures
-from se_search.stats.noise import mark_ties, pooled_sd, standard_error
+from se_search.stats.noise import pooled_sd, standard_error, ties
 from se_search.stats.pareto import pareto_front
 from se_search.stats.ranking import kendall_ci, rank_agreement
 from se_search.storage.artifacts import checkpoint_dir, save_checkpoints
 from se_search.storage.database import StorageError, redact
+from se_search.storage.rows import Candidate, SeedResult
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
@@ -58,7 +59,7 @@ __all__ = [
 @dataclass
 class VerifyReport:
     study: str
-    rows: list[dict[str, Any]]  # every verified trial: searched and stand-alone accuracy
+    rows: list[Candidate]  # every verified trial: searched and stand-alone accuracy
     kendall_tau: float
     spearman_rho: float
     front: list[int]  # the verified front's trial numbers
@@ -73,7 +74,7 @@ def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) ->
     """The study's space as verify trains it: for real (oneshot -> train), for ``epochs``
     under ``seeds`` seeds (None: the study's)."""
     update: dict[str, Any] = {}
-    if space.evaluation.strategy == "oneshot":
+    if not space.evaluation.traits.trains_each:  # scored on shared weights: train for real
         update["strategy"] = "train"
     if epochs is not None:
         update["epochs"] = epochs
@@ -86,21 +87,18 @@ def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) ->
 def training_key(space: SearchSpace) -> str:
     """What a stand-alone training's result depends on besides the architecture, the seed and
     the epochs (which each seed's record carries), hashed: two studies with one key train an
-    architecture under a seed for a budget alike."""
-    shape = stand_alone(space, epochs=None, seeds=None).model_dump(
-        mode="json",
-        include={"backbone", "data", "evaluation"},
-        exclude={"evaluation": {"epochs", "seeds", "noise_seeds", "early_stopping", "supernet"}},
-    )
-    return digest(shape)
+    architecture under a seed for a budget alike (:func:`~se_search.space.keys.learned_key`:
+    the backbone, the data and its split, the training settings)."""
+    return learned_key(stand_alone(space, epochs=None, seeds=None), "training")
 
 
 def trained_elsewhere(
     store: ResultsStore, space: SearchSpace, epochs: int
-) -> dict[tuple[str, int], dict[str, Any]]:
+) -> dict[tuple[str, int], SeedResult]:
     """The seed records that the database's other studies of the same :func:`training_key`
     verified at ``epochs``, by ``(arch_hash, seed)``; each names its ``source``."""
-    key, found = training_key(space), {}
+    key = training_key(space)
+    found: dict[tuple[str, int], SeedResult] = {}
     for other in store.studies():
         run = store.latest_run(other)
         if other == space.study_name or run is None:
@@ -110,31 +108,34 @@ def trained_elsewhere(
                 continue
         except SpaceError:  # a study an older se-search wrote: not comparable
             continue
-        hashes = {v["trial_number"]: v["arch_hash"] for v in store.verified(other)}
+        hashes = {v.trial_number: v.arch_hash for v in store.verified(other)}
         for number, records in store.seed_results(other, verified=True).items():
             for record in records:
-                if number in hashes and record["epochs"] == epochs:
-                    where = {"source": f"{other} trial {number}"}
-                    found.setdefault((hashes[number], record["seed"]), {**record, **where})
+                if number in hashes and record.epochs == epochs:
+                    copy = replace(record, source=f"{other} trial {number}")
+                    found.setdefault((hashes[number], record.seed), copy)
     return found
 
 
-def _copied(records: list[dict[str, Any]]) -> tuple[Trained, list[dict[str, Any]]]:
+def _copied(records: list[SeedResult]) -> tuple[Trained, list[dict[str, Any]]]:
     """Another study's seed records as this trial's training and its seeds' records."""
     from se_search.evaluation.strategies import Trained
     from se_search.evaluation.train import TrainResult
 
-    fields = ("accuracy", "epochs", "train_seconds", "history", "seed")
-    result = Trained([TrainResult(**{k: r[k] for k in fields}) for r in records])
-    runs = [
-        {**run, "checkpoint": r["checkpoint"]} for run, r in zip(result.seed_results(), records)
-    ]
+    result = Trained(
+        [
+            TrainResult(accuracy=r.accuracy, epochs=r.epochs, seed=r.seed,
+                        train_seconds=r.train_seconds or 0.0, history=r.history or [])
+            for r in records
+        ]
+    )  # fmt: skip
+    runs = [{**run, "checkpoint": r.checkpoint} for run, r in zip(result.seed_results(), records)]
     return result, runs
 
 
 def chosen(
     store: ResultsStore, study: str, top: int, space: SearchSpace | None = None
-) -> list[dict[str, Any]]:
+) -> list[Candidate]:
     """The candidates to verify: the ``top`` trained (not copies), feasible, scored ones,
     front members first, then by the search's accuracy; and, given the ``space``, its
     reference designs wherever they rank."""
@@ -142,13 +143,13 @@ def chosen(
     done = [
         c
         for c in store.candidates(study, states=[CandidateState.COMPLETE])
-        if c["duplicate_of"] is None and c["feasible"] and c["accuracy"] is not None
+        if c.duplicate_of is None and c.feasible and c.accuracy is not None
     ]
-    done.sort(key=lambda c: (c["trial_number"] not in front, -c["accuracy"], c["trial_number"]))
+    done.sort(key=lambda c: (c.trial_number not in front, -(c.accuracy or 0), c.trial_number))
     picked = done[:top]
     if space is not None:
         references = {a.hash for a in reference_architectures(space).values()}
-        picked += [c for c in done[top:] if c["arch_hash"] in references]
+        picked += [c for c in done[top:] if c.arch_hash in references]
     return picked
 
 
@@ -182,24 +183,24 @@ def verify(
     )
     budget = evaluator.space.evaluation.epochs
     folder = checkpoint_dir(space, storage) / "verified"
-    done = {v["trial_number"]: v for v in store.verified(study)}
+    done = {v.trial_number: v for v in store.verified(study)}
     done_seeds = store.seed_results(study, verified=True)
     picked = chosen(store, study, top, space)
     elsewhere = trained_elsewhere(store, space, budget)
     trained, reused = [], []
     for i, cand in enumerate(picked, 1):
-        number, arch = cand["trial_number"], Architecture(cand["architecture"])
+        number, arch = cand.trial_number, Architecture(cand.architecture)
         wanted = evaluator.seeds(arch)
-        have = {r["seed"] for r in done_seeds.get(number, []) if r["epochs"] == budget}
+        have = {r.seed for r in done_seeds.get(number, []) if r.epochs == budget}
         old = done.get(number)
-        same = old and old["arch_hash"] == cand["arch_hash"] and old["epochs"] == budget
+        same = old and old.arch_hash == cand.arch_hash and old.epochs == budget
         if same and (set(wanted) <= have or (not have and len(wanted) == 1)):
             continue  # verified before at this budget (0.1.0 kept no seeds): resumable
-        keys = [(cand["arch_hash"], seed) for seed in wanted]
+        keys = [(cand.arch_hash, seed) for seed in wanted]
         if all(key in elsewhere for key in keys):
             copies = [elsewhere[key] for key in keys]
             result, runs = _copied(copies)
-            path, source = runs[0]["checkpoint"], copies[0]["source"]
+            path, source = runs[0]["checkpoint"], copies[0].source or ""
             reused.append(number)
         else:
             listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
@@ -210,14 +211,14 @@ def verify(
             trained.append(number)
         store.add_seed_results(study, number, runs, verified=True)
         store.add_verified(
-            study, number, arch_hash=cand["arch_hash"], searched_accuracy=cand["accuracy"],
+            study, number, arch_hash=cand.arch_hash, searched_accuracy=cand.accuracy,
             accuracy=result.accuracy, train_seconds=result.train_seconds, epochs=result.epochs,
             checkpoint=path,
         )  # fmt: skip
         listener(
             VerifyDone(
                 trial=number,
-                searched=cand["accuracy"],
+                searched=cand.accuracy or 0.0,  # chosen: scored
                 accuracy=result.accuracy,
                 train_seconds=result.train_seconds,
                 copied_from=source,
@@ -228,27 +229,32 @@ def verify(
     return report
 
 
-def verified_rows(store: ResultsStore, study: str) -> tuple[list[dict[str, Any]], float | None]:
+def verified_rows(store: ResultsStore, study: str) -> tuple[list[Candidate], float | None]:
     """The study's verified trials, and the noise σ of their stand-alone accuracies: each
     candidate's record with ``accuracy`` the stand-alone one (the mean over its verified
-    seeds), ``accuracy_se`` its standard error, ``searched_accuracy`` the search's and
-    ``on_front`` as stored."""
+    seeds; ``train_seconds``, ``epochs``, ``checkpoint`` and ``seed_accuracies`` too),
+    ``accuracy_se`` its standard error, ``searched_accuracy`` the search's and ``on_front``
+    as stored."""
     searched = {
-        c["trial_number"]: c for c in store.candidates(study, states=[CandidateState.COMPLETE])
+        c.trial_number: c for c in store.candidates(study, states=[CandidateState.COMPLETE])
     }
-    verified = [v for v in store.verified(study) if v["trial_number"] in searched]
+    verified = [v for v in store.verified(study) if v.trial_number in searched]
     seeds = store.seed_results(study, verified=True)
     runs = {
-        v["trial_number"]: [r["accuracy"] for r in seeds.get(v["trial_number"], [])
-                            if r["epochs"] == v["epochs"]]
+        v.trial_number: [r.accuracy for r in seeds.get(v.trial_number, [])
+                         if r.epochs == v.epochs]
         for v in verified
     }  # fmt: skip
     sigma, _ = pooled_sd(list(runs.values()))
     rows = []
     for v in verified:
-        own = runs[v["trial_number"]]
-        se = standard_error(own, sigma, len(own) or 1)
-        row = {**searched[v["trial_number"]], **v, "seed_accuracies": own, "accuracy_se": se}
+        own = runs[v.trial_number]
+        row = replace(
+            searched[v.trial_number], accuracy=v.accuracy, train_seconds=v.train_seconds,
+            epochs=v.epochs, checkpoint=v.checkpoint, searched_accuracy=v.searched_accuracy,
+            on_front=v.on_front, seed_accuracies=own,
+            accuracy_se=standard_error(own, sigma, len(own) or 1),
+        )  # fmt: skip
         rows.append(row)
     return rows, sigma
 
@@ -260,22 +266,25 @@ def summarise(
     (stored), and where the references land."""
     study, objectives = space.study_name, dict(space.objectives)
     rows, sigma = verified_rows(store, study)
-    front = [r["trial_number"] for r in pareto_front(rows, objectives)]
+    front = [r.trial_number for r in pareto_front(rows, objectives)]
     store.set_verified_front(study, set(front))
-    mark_ties([r for r in rows if r["trial_number"] in front], objectives)
-    for row in rows:
-        row["on_front"] = row["trial_number"] in front
-    searched, verified = [r["searched_accuracy"] for r in rows], [r["accuracy"] for r in rows]
+    tied = ties([r for r in rows if r.trial_number in front], objectives)
+    rows = [
+        replace(r, on_front=r.trial_number in front, within_noise_of=tied.get(r.trial_number))
+        for r in rows
+    ]
+    searched = [r.searched_accuracy or 0.0 for r in rows]  # verify's rows have both
+    verified = [r.accuracy or 0.0 for r in rows]
     tau, rho = rank_agreement(searched, verified)
-    ranked = sorted(rows, key=lambda r: -r["accuracy"])
+    ranked = sorted(rows, key=lambda r: -(r.accuracy or 0.0))
     references = {}
     for preset, arch in reference_architectures(space).items():
         for place, row in enumerate(ranked, 1):
-            if row["arch_hash"] == arch.hash:
+            if row.arch_hash == arch.hash:
                 references[preset] = {
-                    "trial": row["trial_number"], "accuracy": row["accuracy"],
-                    "accuracy_se": row["accuracy_se"], "rank": place, "of": len(ranked),
-                    "on_front": row["on_front"],
+                    "trial": row.trial_number, "accuracy": row.accuracy,
+                    "accuracy_se": row.accuracy_se, "rank": place, "of": len(ranked),
+                    "on_front": row.on_front,
                 }  # fmt: skip
     return VerifyReport(
         study, rows, tau, rho, front, trained or [], kendall_ci(searched, verified), sigma,
@@ -285,7 +294,7 @@ def summarise(
 
 def reference_lines(report: VerifyReport) -> list[str]:
     """Where each reference lands among the verified candidates, a line each."""
-    best = max((r["accuracy"] for r in report.rows), default=None)
+    best = max((r.accuracy or 0.0 for r in report.rows), default=None)
     lines = []
     for preset, ref in report.references.items():
         se = f" ± {ref['accuracy_se']:.4f}" if ref["accuracy_se"] is not None else ""
@@ -302,7 +311,7 @@ def agreement_line(report: VerifyReport) -> str:
     """The rank agreement as one sentence, with its interval and what it is over."""
     low, high = report.kendall_ci
     interval = f" (95% CI {low:.2f} to {high:.2f})" if low == low else ""
-    mean_se = [r["accuracy_se"] for r in report.rows if r["accuracy_se"] is not None]
+    mean_se = [r.accuracy_se for r in report.rows if r.accuracy_se is not None]
     noise = (f"; stand-alone noise σ = {report.sigma:.4f}" if report.sigma is not None else "") + (
         f", mean standard error {statistics.fmean(mean_se):.4f}" if mean_se else ""
     )

@@ -6,7 +6,8 @@ space's architecture into a network, ``sampling`` draws architectures without an
 sampler.
 """
 
-from se_search.space.build import build_model, se_init
+from se_search.space.build import build_model, se_init, zero_init_residual
+from se_search.space.keys import digest, learned_key
 from se_search.space.loader import (
     backbone_sites,
     bundled_spaces,
@@ -21,7 +22,6 @@ from se_search.space.specs import (
     EarlyStoppingSpec,
     EvaluationSpec,
     SearchSpace,
-    digest,
 )
 
 __all__ = [
@@ -35,8 +35,10 @@ __all__ = [
     "build_model",
     "bundled_spaces",
     "digest",
+    "learned_key",
     "load_space",
     "resolve_space_path",
     "se_init",
     "space_from_json",
+    "zero_init_residual",
 ]

@@ -229,15 +229,15 @@ def _check_variants(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
 
 
 def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
-    if space.evaluation.strategy != "finetune":
+    if not space.evaluation.traits.from_weights:
         return []
-    problems = []
+    strategy, problems = space.evaluation.strategy, []
     if space.backbone.weights is None:
         problems.append(
             (
                 ("evaluation", "strategy"),
-                "strategy 'finetune' starts from pretrained weights: set backbone.weights to a "
-                "torchvision weights name (IMAGENET1K_V2) or a checkpoint path, or use "
+                f"strategy {strategy!r} starts from pretrained weights: set backbone.weights "
+                "to a torchvision weights name (IMAGENET1K_V2) or a checkpoint path, or use "
                 "strategy 'train'",
             )
         )
@@ -247,9 +247,9 @@ def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
     problems += [
         (
             ("choices", "gate", i),
-            f"gate {gate!r} cannot start as the identity, as strategy 'finetune' needs: "
+            f"gate {gate!r} cannot start as the identity, as strategy {strategy!r} needs: "
             f"{gate}(0) = 0, so a new block would zero the map it scales instead of keeping "
-            f"the pretrained function; use gate {' or '.join(starting)} under finetune, or "
+            f"the pretrained function; use gate {' or '.join(starting)} under {strategy}, or "
             "strategy 'train'",
         )
         for i, gate in enumerate(space.choices.gate)

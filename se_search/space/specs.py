@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,8 @@ from se_search.models.variants import VARIANTS
 
 __all__ = [
     "OBJECTIVES",
+    "STRATEGIES",
+    "AugmentSpec",
     "BackboneSpec",
     "ChoicesSpec",
     "DataSpec",
@@ -41,6 +43,7 @@ __all__ = [
     "RaySpec",
     "SearchSpace",
     "SearchSpec",
+    "StrategyTraits",
     "SupernetSpec",
     "matches",
 ]
@@ -51,6 +54,39 @@ OBJECTIVES: dict[str, str] = {
     "params": "min",
     "flops": "min",
     "latency_ms": "min",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyTraits:
+    """What sets an ``evaluation.strategy`` apart, for every module that must tell them
+    apart (the evaluator, the space's checks, model building, ``verify``, ``export``)."""
+
+    #: Each candidate is trained under each of its seeds, and keeps its weights (train,
+    #: finetune); otherwise it is scored on weights trained once for all (oneshot), which
+    #: ``verify`` replaces by stand-alone training.
+    trains_each: bool
+    #: Candidates start from ``backbone.weights``, their new SE blocks as the identity, so
+    #: that each starts as the pretrained network.
+    from_weights: bool
+    help: str
+
+
+#: Every ``evaluation.strategy``, by name (the evaluation stage's registry has the same keys).
+STRATEGIES: dict[str, StrategyTraits] = {
+    "train": StrategyTraits(
+        trains_each=True, from_weights=False, help="each candidate from scratch"
+    ),
+    "finetune": StrategyTraits(
+        trains_each=True,
+        from_weights=True,
+        help="each candidate from backbone.weights, its SE blocks starting as the identity",
+    ),
+    "oneshot": StrategyTraits(
+        trains_each=False,
+        from_weights=False,
+        help="weights inherited from a supernet trained once for the whole space",
+    ),
 }
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -132,12 +168,33 @@ class ChoicesSpec(_Section):
     gate: Annotated[list[GateName], Field(min_length=1), AfterValidator(_unique)] = ["sigmoid"]
 
 
+class AugmentSpec(_Section):
+    """The training split's augmentation, on whole batches (in-memory data sets)."""
+
+    crop_padding: NonNegativeInt = 0  # a random crop back to size after padding this much
+    flip: bool = False  # a random horizontal flip (wrong for digits and letters)
+
+
 class DataSpec(_Section):
-    dataset: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder"] = "digits"
+    dataset: Literal[
+        "digits", "fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "imagefolder",
+        "synthetic",
+    ] = "digits"  # fmt: skip
     image_size: Annotated[int, Field(strict=True, ge=8)] = 32
     batch_size: PositiveInt = 64
+    #: Where the data set's files are (used strictly when set); default: where each data
+    #: set's own search looks (the MNIST family: Debian's folder, then the cache).
     root: str | None = None
+    #: The share of the training set held out as the validation split (by ``search.seed``);
+    #: a data set with an official test set keeps that apart, for ``verify --split test``.
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    #: Train on this many images of the training split (a class-stratified subset fixed by
+    #: ``search.seed``); default: all of it.
+    train_size: PositiveInt | None = None
+    #: The training split's augmentation; default: the data set's own (CIFAR and
+    #: Fashion-MNIST: crop after padding 4 and 2, and flip; MNIST and KMNIST: crop after
+    #: padding 2; digits: none).
+    augment: AugmentSpec | None = None
     num_workers: NonNegativeInt = 0
 
 
@@ -193,10 +250,12 @@ class SupernetSpec(_Section):
         return self
 
 
+StrategyName = Annotated[str, _registered(STRATEGIES, "strategy")]
+
+
 class EvaluationSpec(_Section):
-    #: train: each candidate from scratch; finetune: from backbone.weights, with SE blocks
-    #: that start as the identity; oneshot: weights inherited from a supernet trained once.
-    strategy: Literal["train", "finetune", "oneshot"] = "train"
+    #: How a candidate gets its accuracy: one of :data:`STRATEGIES`.
+    strategy: StrategyName = "train"
     device: DeviceName = "auto"  # auto: the first CUDA device when there is one, else the CPU
     epochs: PositiveInt = 3
     #: Each candidate trains under this many seeds (initial weights, batch order; the data
@@ -209,10 +268,19 @@ class EvaluationSpec(_Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
+    #: Score an average of the weights instead of the last ones: ema (an exponential moving
+    #: average over ``average_span`` of the run) or swa (the equal average of the run's last
+    #: ``average_span``, BatchNorm recomputed); see :mod:`se_search.evaluation.averaging`.
+    average: Literal["none", "ema", "swa"] = "none"
+    average_span: Annotated[float, Field(gt=0, le=1)] = 0.25
     compile: bool = False  # train through torch.compile (pays off on a GPU, for long runs)
     pretrain_epochs: PositiveInt = 16  # for backbone.weights: self
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     supernet: SupernetSpec = SupernetSpec()
+
+    @property
+    def traits(self) -> StrategyTraits:
+        return STRATEGIES[self.strategy]
 
 
 class LatencySpec(_Section):
@@ -346,12 +414,6 @@ class SearchSpace(_Section):
     def hash(self) -> str:
         """SHA-256 (16 hex digits) of the validated content, overrides included."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
-
-
-def digest(shape: Any) -> str:
-    """16 hex digits of SHA-256 over ``shape``'s canonical JSON (keys sorted): the name of
-    what a set of settings produces (a supernet, a pretrained backbone, a training)."""
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def matches(site: str, pattern: str) -> bool:

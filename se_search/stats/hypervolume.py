@@ -5,12 +5,14 @@ Objectives are scaled to [0, 1] between bounds (:func:`bounds`: the best and wor
 each over the rows given), each oriented so that 0 is best, and the reference point is the
 worst corner, (1, ..., 1). Studies compared share one set of bounds, so their volumes are
 comparable. :func:`bands` summarises repeated runs (seeds of one method) as the median and
-interquartile range after each trial.
+interquartile range after each trial. Rows are records with the objectives (and
+``trial_number``) as attributes: candidates' records, in practice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from se_search.stats.pareto import pareto_front
 from se_search.stats.spread import quartiles
@@ -21,29 +23,38 @@ __all__ = ["Bounds", "bands", "bounds", "hypervolume_by_trial", "hypervolume_his
 Bounds = dict[str, tuple[float, float]]
 
 
-def bounds(rows: Iterable[Mapping], objectives: Mapping[str, str]) -> Bounds:
+class Numbered(Protocol):
+    """A row of a study: its trial number (and its objectives, read by name)."""
+
+    @property
+    def trial_number(self) -> int: ...
+
+
+def bounds(rows: Iterable[object], objectives: Mapping[str, str]) -> Bounds:
     """Each objective's lowest and highest value over ``rows`` (of one study, or all)."""
     rows = list(rows)
-    return {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in objectives}
+    return {
+        k: (min(getattr(r, k) for r in rows), max(getattr(r, k) for r in rows)) for k in objectives
+    }
 
 
-def _losses(row: Mapping, objectives: Mapping[str, str], scale: Bounds) -> list[float]:
+def _losses(row: object, objectives: Mapping[str, str], scale: Bounds) -> list[float]:
     """``row`` in normalised objective space: 0 best, 1 worst on each axis."""
     out = []
     for k, direction in objectives.items():
         low, high = scale[k]
-        x = (row[k] - low) / ((high - low) or 1.0)
+        x = (getattr(row, k) - low) / ((high - low) or 1.0)
         out.append(1.0 - x if direction == "max" else x)
     return out
 
 
-def _front_volume(rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds) -> float:
+def _front_volume(rows: Sequence[object], objectives: Mapping[str, str], scale: Bounds) -> float:
     points = [_losses(r, objectives, scale) for r in pareto_front(rows, objectives)]
     return _volume(points, [1.0] * len(objectives))
 
 
 def hypervolume_history(
-    rows: Sequence[dict], objectives: dict[str, str], scale: Bounds | None = None
+    rows: Sequence[object], objectives: Mapping[str, str], scale: Bounds | None = None
 ) -> list[float]:
     """Hypervolume of the front after each of ``rows`` in turn (two or three objectives),
     normalised over ``scale`` (default: the rows' own bounds)."""
@@ -52,7 +63,7 @@ def hypervolume_history(
 
 
 def hypervolume_by_trial(
-    rows: Sequence[Mapping], objectives: Mapping[str, str], scale: Bounds, trials: Sequence[int]
+    rows: Sequence[Numbered], objectives: Mapping[str, str], scale: Bounds, trials: Iterable[int]
 ) -> list[float]:
     """The hypervolume after each of ``trials`` (trial numbers): of the front of the rows
     whose ``trial_number`` is at most that. Give the finished trials, which are what
@@ -60,10 +71,12 @@ def hypervolume_by_trial(
     would shift a study's curve one trial right. A finished trial that left no row (pruned,
     infeasible, a copy of an earlier one) changes nothing, so studies compare trial for
     trial."""
-    ordered = sorted(rows, key=lambda r: r["trial_number"])
-    history, seen, i = [], [], 0
+    ordered = sorted(rows, key=lambda r: r.trial_number)
+    history: list[float] = []
+    seen: list[Numbered] = []
+    i = 0
     for trial in sorted(trials):
-        while i < len(ordered) and ordered[i]["trial_number"] <= trial:
+        while i < len(ordered) and ordered[i].trial_number <= trial:
             seen.append(ordered[i])
             i += 1
         history.append(_front_volume(seen, objectives, scale) if seen else 0.0)

@@ -12,6 +12,9 @@ means for a front.
   cheapest member within noise of the best.
 - :func:`budget_warning` says when a training budget ranks how fast networks start to
   train rather than how good they are.
+
+Rows are records read by attribute (:class:`NoisyRow`: a candidate's record, in practice);
+:func:`mark_ties` returns copies, so it takes frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import Field, replace
+from typing import Any, ClassVar, Protocol, TypeVar
 
 __all__ = [
     "budget_warning",
@@ -31,6 +35,23 @@ __all__ = [
     "ties",
     "within_noise",
 ]
+
+
+class NoisyRow(Protocol):
+    """What the noise arithmetic reads of a row (objectives are read by name as well): a
+    frozen dataclass, which :func:`mark_ties` copies."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    @property
+    def trial_number(self) -> int: ...
+    @property
+    def accuracy(self) -> float | None: ...
+    @property
+    def accuracy_se(self) -> float | None: ...
+
+
+S = TypeVar("S", bound=NoisyRow)
 
 
 def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
@@ -57,13 +78,12 @@ def standard_error(values: Sequence[float], sigma: float | None, seeds: int) -> 
     return sigma / math.sqrt(max(seeds, 1))
 
 
-def within_noise(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def within_noise(a: NoisyRow, b: NoisyRow) -> bool:
     """Whether rows ``a`` and ``b`` have accuracies within twice their combined standard
     error (``accuracy_se``); False when either error is unknown."""
-    ses = (a.get("accuracy_se"), b.get("accuracy_se"))
-    if None in ses or a.get("accuracy") is None or b.get("accuracy") is None:
+    if a.accuracy_se is None or b.accuracy_se is None or a.accuracy is None or b.accuracy is None:
         return False
-    return abs(a["accuracy"] - b["accuracy"]) < 2 * math.hypot(*ses)
+    return abs(a.accuracy - b.accuracy) < 2 * math.hypot(a.accuracy_se, b.accuracy_se)
 
 
 def cost_objective(objectives: Mapping[str, str]) -> str | None:
@@ -71,48 +91,48 @@ def cost_objective(objectives: Mapping[str, str]) -> str | None:
     return next((k for k, d in objectives.items() if k != "accuracy" and d == "min"), None)
 
 
-def ties(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> dict[int, int]:
+def ties(front: Sequence[NoisyRow], objectives: Mapping[str, str]) -> dict[int, int]:
     """``{trial: cheaper trial}`` for every front member whose accuracy is within noise of
     a member cheaper on the first cost objective (the cheapest such one)."""
     cost = cost_objective(objectives)
     if cost is None or "accuracy" not in objectives:
         return {}
+
+    def price(row: NoisyRow) -> Any:
+        return getattr(row, cost)
+
     marked = {}
     for row in front:
         cheaper = [
             other
             for other in front
-            if other[cost] is not None and row[cost] is not None and other[cost] < row[cost]
+            if price(other) is not None and price(row) is not None and price(other) < price(row)
             and within_noise(row, other)
         ]  # fmt: skip
         if cheaper:
-            marked[row["trial_number"]] = min(cheaper, key=lambda r: r[cost])["trial_number"]
+            marked[row.trial_number] = min(cheaper, key=price).trial_number
     return marked
 
 
-def mark_ties(front: list[dict[str, Any]], objectives: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Set each member's ``within_noise_of``: the cheaper member its accuracy is within noise
-    of (:func:`ties`), or None; returns ``front``."""
+def mark_ties(front: Sequence[S], objectives: Mapping[str, str]) -> list[S]:
+    """The members with ``within_noise_of`` set: the cheaper member each one's accuracy is
+    within noise of (:func:`ties`), or None."""
     marked = ties(front, objectives)
-    for row in front:
-        row["within_noise_of"] = marked.get(row["trial_number"])
-    return front
+    return [replace(row, within_noise_of=marked.get(row.trial_number)) for row in front]
 
 
-def cheapest_within_noise(
-    front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]
-) -> Mapping[str, Any]:
+def cheapest_within_noise(front: Sequence[S], objectives: Mapping[str, str]) -> S:
     """The member cheapest on the first cost objective among those within noise of the most
     accurate (the most accurate itself when the noise is unknown)."""
     cost = cost_objective(objectives)
     if cost is None:
         raise ValueError("the objectives have no cost to be cheaper on")
-    scored = [r for r in front if r.get("accuracy") is not None]
+    scored = [r for r in front if r.accuracy is not None]
     if not scored:
         raise ValueError("no front member has an accuracy")
-    best = max(scored, key=lambda r: r["accuracy"])
+    best = max(scored, key=lambda r: r.accuracy or 0.0)
     close = [r for r in scored if r is best or within_noise(r, best)]
-    return min(close, key=lambda r: (r[cost], -r["accuracy"]))
+    return min(close, key=lambda r: (getattr(r, cost), -(r.accuracy or 0.0)))
 
 
 def budget_warning(

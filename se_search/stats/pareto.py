@@ -1,30 +1,36 @@
-"""Pareto fronts over named objectives, and picking one member of a front."""
+"""Pareto fronts over named objectives, and picking one member of a front.
+
+A row is any record with the objectives as attributes (a candidate's record, in practice):
+``objectives`` maps an attribute name to ``min`` or ``max``.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from se_search.stats.noise import cheapest_within_noise
 
 __all__ = ["PICKS", "pareto_front", "pick"]
 
+R = TypeVar("R")
 
-def _as_min(row: Mapping[str, Any], objectives: Mapping[str, str]) -> tuple[float, ...]:
-    return tuple(row[k] if d == "min" else -row[k] for k, d in objectives.items())
+
+def _as_min(row: object, objectives: Mapping[str, str]) -> tuple[float, ...]:
+    values = ((getattr(row, k), d) for k, d in objectives.items())
+    return tuple(v if d == "min" else -v for v, d in values)
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def pareto_front(
-    rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]
-) -> list[Mapping[str, Any]]:
+def pareto_front(rows: Sequence[R], objectives: Mapping[str, str]) -> list[R]:
     """The rows no other row dominates, in their original order.
 
-    ``objectives`` maps a row key to ``min`` or ``max``. Rows with equal values are all kept.
+    ``objectives`` maps an attribute to ``min`` or ``max``. Rows with equal values are all
+    kept.
     """
     points = [_as_min(r, objectives) for r in rows]
     return [
@@ -34,7 +40,7 @@ def pareto_front(
     ]
 
 
-def _knee(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Mapping[str, Any]:
+def _knee(front: Sequence[R], objectives: Mapping[str, str]) -> R:
     """The member whose relative losses against the best of each objective are smallest.
 
     A member's loss on an objective is ``|x - best| / |best|`` (Euclidean norm over the
@@ -51,18 +57,18 @@ def _knee(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> 
     return min(zip(front, points), key=lambda fp: loss(fp[1]))[0]
 
 
-def _extreme(key: str, best: Callable[..., Any]) -> Callable[..., Mapping[str, Any]]:
-    def choose(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Any:
-        usable = [r for r in front if r.get(key) is not None]
+def _extreme(key: str, best: Callable[..., Any]) -> Callable[..., Any]:
+    def choose(front: Sequence[R], objectives: Mapping[str, str]) -> R:
+        usable = [r for r in front if getattr(r, key) is not None]
         if not usable:
             raise ValueError(f"no front member has a {key} value")
-        return best(usable, key=lambda r: r[key])
+        return best(usable, key=lambda r: getattr(r, key))
 
     return choose
 
 
 #: How ``se-search export --pick`` chooses one member of a front.
-PICKS: dict[str, Callable[[Sequence[Mapping[str, Any]], Mapping[str, str]], Any]] = {
+PICKS: dict[str, Callable[[Sequence[Any], Mapping[str, str]], Any]] = {
     "knee": _knee,
     "max-accuracy": _extreme("accuracy", max),
     "min-latency": _extreme("latency_ms", min),
@@ -72,9 +78,10 @@ PICKS: dict[str, Callable[[Sequence[Mapping[str, Any]], Mapping[str, str]], Any]
 }
 
 
-def pick(name: str, front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Any:
+def pick(name: str, front: Sequence[R], objectives: Mapping[str, str]) -> R:
     if name not in PICKS:
         raise ValueError(f"unknown pick {name!r}; choose one of {', '.join(PICKS)}")
     if not front:
         raise ValueError("the front is empty")
-    return PICKS[name](front, objectives)
+    chosen: R = PICKS[name](front, objectives)
+    return chosen

@@ -6,6 +6,7 @@ Everything here only reads the results database; what the CLI's ``front``, ``sho
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,10 +16,12 @@ from se_search.commands import command, flag
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.models.surgery import insert_se
+from se_search.space.specs import STRATEGIES
 from se_search.stats.noise import mark_ties
 from se_search.stats.pareto import PICKS, pick
 from se_search.storage.artifacts import find_checkpoint
 from se_search.storage.database import StorageError, redact
+from se_search.storage.rows import Candidate
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
@@ -46,7 +49,7 @@ class Results:
     def objectives(self) -> dict[str, str]:
         return dict(self.space["objectives"])
 
-    def front(self) -> list[dict]:
+    def front(self) -> list[Candidate]:
         """The front's records, each with ``accuracy_se`` and ``within_noise_of``."""
         return mark_ties(self.store.front(self.study), self.objectives)
 
@@ -54,19 +57,18 @@ class Results:
         """The study's latest noise floor and budget warning (None before any)."""
         return self.store.noise(self.study)
 
-    def trial(self, number: int) -> dict:
-        """A trial's record; unknown numbers fail listing the valid ones."""
+    def trial(self, number: int) -> Candidate:
+        """A trial's record, with ``on_front``; unknown numbers fail listing the valid ones."""
         found = self.store.candidate(self.study, number)
         if found is None:
-            numbers = [c["trial_number"] for c in self.store.candidates(self.study)]
+            numbers = [c.trial_number for c in self.store.candidates(self.study)]
             raise StorageError(
                 f"study {self.study!r} has no trial {number}; its trials are "
                 f"{_ranges(numbers) or '(none)'}"
             )
-        found["on_front"] = any(c["trial_number"] == number for c in self.front())
-        return found
+        return replace(found, on_front=any(c.trial_number == number for c in self.front()))
 
-    def choose(self, *, trial: int | None = None, pick_name: str | None = None) -> dict:
+    def choose(self, *, trial: int | None = None, pick_name: str | None = None) -> Candidate:
         """The trial to export: by number, or picked from the front."""
         if (trial is None) == (pick_name is None):
             raise StorageError(
@@ -85,26 +87,26 @@ class Results:
             chosen = pick(pick_name, front, self.objectives)
         except ValueError as err:
             raise StorageError(f"{flag('pick')} {pick_name}: {err}") from None
-        return self.trial(chosen["trial_number"])
+        return self.trial(chosen.trial_number)
 
-    def trained_model(self, record: dict, *, seed: int | None = None) -> nn.Module:
+    def trained_model(self, record: Candidate, *, seed: int | None = None) -> nn.Module:
         """The trial's network with its trained weights (those of ``seed``; default: its
         first seed's), in eval mode."""
-        number = record["trial_number"]
-        if record["state"] != CandidateState.COMPLETE:
+        number = record.trial_number
+        if record.state != CandidateState.COMPLETE:
             raise StorageError(
-                f"trial {number} is {record['state']}, not complete; export a finished trial "
-                f"such as the front's {_ranges([c['trial_number'] for c in self.front()])}"
+                f"trial {number} is {record.state}, not complete; export a finished trial "
+                f"such as the front's {_ranges([c.trial_number for c in self.front()])}"
             )
         source = record
-        if record["duplicate_of"] is not None:  # the same architecture, trained earlier
-            source = self.trial(record["duplicate_of"])
+        if record.duplicate_of is not None:  # the same architecture, trained earlier
+            source = self.trial(record.duplicate_of)
         stored = (
-            self._seed_checkpoint(source["trial_number"], seed)
+            self._seed_checkpoint(source.trial_number, seed)
             if seed is not None
-            else source["checkpoint"] or self._verified_checkpoint(source["trial_number"])
+            else source.checkpoint or self._verified_checkpoint(source.trial_number)
         )
-        if not stored and self.space["evaluation"]["strategy"] == "oneshot":
+        if not stored and not STRATEGIES[self.space["evaluation"]["strategy"]].trains_each:
             verify = command("verify", study=self.study, storage=redact(self.storage))
             raise StorageError(
                 f"trial {number} was scored on the supernet (evaluation.strategy: oneshot) "
@@ -116,36 +118,32 @@ class Results:
             raise StorageError(
                 f"trial {number} has no checkpoint ({stored or 'none kept'}): by default only "
                 "front members keep one (search.checkpoints: front); export a front member "
-                f"({_ranges([c['trial_number'] for c in self.front()])}) or run with "
+                f"({_ranges([c.trial_number for c in self.front()])}) or run with "
                 "search.checkpoints: all"
             )
         backbone = self.space["backbone"]
         family = get_backbone(backbone["model"])
         plain = family.build(backbone["model"], num_classes=backbone["num_classes"])
-        model = insert_se(plain, Architecture(record["architecture"]), backbone=backbone["model"])
+        model = insert_se(plain, Architecture(record.architecture), backbone=backbone["model"])
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
 
-    def seeds_of(self, record: dict) -> list[int]:
+    def seeds_of(self, record: Candidate) -> list[int]:
         """The seeds whose weights a trial has (its own, or ``verify``'s), in order."""
-        number = (
-            record["duplicate_of"]
-            if record["duplicate_of"] is not None
-            else record["trial_number"]
-        )
+        number = record.duplicate_of if record.duplicate_of is not None else record.trial_number
         found = [
-            r["seed"]
+            r.seed
             for verified in (False, True)
             for r in self.store.seed_results(self.study, verified=verified).get(number, [])
-            if r["checkpoint"]
+            if r.checkpoint
         ]
         return sorted(set(found))
 
     def _seed_checkpoint(self, number: int, seed: int) -> str | None:
         for verified in (False, True):
             for row in self.store.seed_results(self.study, verified=verified).get(number, []):
-                if row["seed"] == seed and row["checkpoint"]:
-                    return row["checkpoint"]
+                if row.seed == seed and row.checkpoint:
+                    return row.checkpoint
         seeds = self.seeds_of(self.trial(number))
         raise StorageError(
             f"trial {number} has no weights of seed {seed}; it has "
@@ -155,8 +153,8 @@ class Results:
 
     def _verified_checkpoint(self, number: int) -> str | None:
         """The weights ``se-search verify`` trained for trial ``number``, if any."""
-        rows = [v for v in self.store.verified(self.study) if v["trial_number"] == number]
-        return rows[0]["checkpoint"] if rows else None
+        rows = [v for v in self.store.verified(self.study) if v.trial_number == number]
+        return rows[0].checkpoint if rows else None
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -8,14 +8,16 @@ seeds or noise: every record then has one seed, and no standard error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from se_search.stats.noise import standard_error
+from se_search.storage.rows import Candidate, SeedResult
 from se_search.storage.tables import CandidateModel, NoiseModel, SeedResultModel
 
 __all__ = ["SeedRecords"]
@@ -41,7 +43,7 @@ class SeedRecords:
         self,
         study_name: str,
         trial_number: int,
-        results: Sequence[dict[str, Any]],
+        results: Sequence[Mapping[str, Any]],
         *,
         verified: bool = False,
     ) -> None:
@@ -61,7 +63,7 @@ class SeedRecords:
 
     def seed_results(
         self, study_name: str, *, verified: bool = False
-    ) -> dict[int, list[dict[str, Any]]]:
+    ) -> dict[int, list[SeedResult]]:
         """Each trial's seeds, by trial number, in seed order: the search's (or, with
         ``verified``, what ``verify`` trained)."""
         if SeedResultModel.__tablename__ in self.missing:
@@ -75,10 +77,11 @@ class SeedRecords:
             )
             .order_by(CandidateModel.trial_number, SeedResultModel.seed)
         )
-        found: dict[int, list[dict[str, Any]]] = {}
+        found: dict[int, list[SeedResult]] = {}
         with self.session() as s:
             for number, row in s.execute(query):
-                found.setdefault(number, []).append({k: getattr(row, k) for k in _SEED_FIELDS})
+                record = SeedResult(**{k: getattr(row, k) for k in _SEED_FIELDS})
+                found.setdefault(number, []).append(record)
         return found
 
     def drop_checkpoints(self, study_name: str, trial_number: int) -> list[str]:
@@ -130,24 +133,27 @@ class SeedRecords:
             keys = ("sigma", "dof", "candidates", "budget_warning", "details", "run_id")
             return {k: getattr(row, k) for k in keys}
 
-    def annotate(self, study_name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Give each record its seeds' accuracies (``seeds``, ``seed_accuracies``), the
+    def annotate(self, study_name: str, rows: Sequence[Candidate]) -> list[Candidate]:
+        """The records with their seeds' accuracies (``seeds``, ``seed_accuracies``), the
         standard error of their mean (``accuracy_se``) and the study's ``noise_sigma``."""
         if not rows:
-            return rows
+            return list(rows)
         seeds = self.seed_results(study_name)
         noise = self.noise(study_name)
         sigma = noise["sigma"] if noise else None
+        annotated = []
         for row in rows:
             # a copy of an earlier trial has that trial's seeds
-            own = seeds.get(row["duplicate_of"] if row.get("duplicate_of") is not None
-                            else row["trial_number"], [])  # fmt: skip
-            row["seeds"] = [r["seed"] for r in own]
-            row["seed_accuracies"] = [r["accuracy"] for r in own]
-            row["accuracy_se"] = (
-                standard_error(row["seed_accuracies"], sigma, len(own) or 1)
-                if row.get("accuracy") is not None and row.get("epochs")
+            number = row.duplicate_of if row.duplicate_of is not None else row.trial_number
+            own = seeds.get(number, [])
+            accuracies = [r.accuracy for r in own]
+            se = (
+                standard_error(accuracies, sigma, len(own) or 1)
+                if row.accuracy is not None and row.epochs
                 else None
             )
-            row["noise_sigma"] = sigma
-        return rows
+            annotated.append(
+                replace(row, seeds=[r.seed for r in own], seed_accuracies=accuracies,
+                        accuracy_se=se, noise_sigma=sigma)
+            )  # fmt: skip
+        return annotated

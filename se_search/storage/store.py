@@ -8,12 +8,13 @@ transaction (:func:`transaction`), retried when a concurrent writer collided wit
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import RowMapping, Select, delete, inspect, select
 from sqlalchemy.exc import (
     SQLAlchemyError,
 )
@@ -28,6 +29,7 @@ from se_search.storage.database import (
     sqlite_file,
     transaction,
 )
+from se_search.storage.rows import Candidate, Scored, Verified
 from se_search.storage.seeds import SeedRecords
 from se_search.storage.tables import (
     METRIC_FIELDS,
@@ -209,8 +211,8 @@ class ResultsStore(SeedRecords):
 
     def candidates(
         self, study_name: str, *, states: Sequence[CandidateState] | None = None
-    ) -> list[dict]:
-        """Every candidate of the study with its metrics, by trial number."""
+    ) -> list[Candidate]:
+        """Every candidate of the study with its metrics and seed figures, by trial number."""
         with self.session() as s:
             query = (
                 _with_metrics()
@@ -219,28 +221,29 @@ class ResultsStore(SeedRecords):
             )
             if states is not None:
                 query = query.where(CandidateModel.state.in_(list(states)))
-            rows = [_row(c, m) for c, m in s.execute(query)]
+            rows = [_row(found) for found in s.execute(query).mappings()]
         return self.annotate(study_name, rows)
 
-    def candidate(self, study_name: str, trial_number: int) -> dict | None:
+    def candidate(self, study_name: str, trial_number: int) -> Candidate | None:
         """One candidate's record (as :meth:`candidates` gives it), or None."""
         with self.session() as s:
-            found = s.execute(
-                _with_metrics().where(
-                    CandidateModel.study_name == study_name,
-                    CandidateModel.trial_number == trial_number,
+            found = (
+                s.execute(
+                    _with_metrics().where(
+                        CandidateModel.study_name == study_name,
+                        CandidateModel.trial_number == trial_number,
+                    )
                 )
-            ).first()
-        return self.annotate(study_name, [_row(*found)])[0] if found else None
+                .mappings()
+                .first()
+            )
+        return self.annotate(study_name, [_row(found)])[0] if found else None
 
-    def scored(self, study_name: str) -> list[dict]:
+    def scored(self, study_name: str) -> list[Scored]:
         """The candidates the front is chosen from: complete, feasible, trained (not copies
-        of an earlier trial); only the fields the front and the study's note need."""
-        columns = (
-            CandidateModel.trial_number, CandidateModel.arch_hash, CandidateModel.placement,
-            CandidateModel.checkpoint, MetricsModel.accuracy, MetricsModel.params,
-            MetricsModel.flops, MetricsModel.latency_ms,
-        )  # fmt: skip
+        of an earlier trial), by trial number; only the figures it is chosen by (this runs
+        after every trial)."""
+        columns = [c for c in _COLUMNS if c.name in _SCORED_FIELDS]
         query = (
             select(*columns)
             .join(MetricsModel, MetricsModel.candidate_id == CandidateModel.id)
@@ -254,22 +257,40 @@ class ResultsStore(SeedRecords):
             .order_by(CandidateModel.trial_number)
         )
         with self.session() as s:
-            return [dict(row._mapping) for row in s.execute(query)]
+            return [Scored(**found) for found in s.execute(query).mappings()]
 
-    def trained_as(self, study_name: str, arch_hash: str) -> dict | None:
+    def members(self, study_name: str, numbers: Collection[int]) -> list[Candidate]:
+        """The candidates numbered ``numbers`` (a front's), by trial number; without their
+        seed figures (:meth:`annotate` adds them)."""
+        query = (
+            _with_metrics()
+            .where(
+                CandidateModel.study_name == study_name,
+                CandidateModel.trial_number.in_(list(numbers)),
+            )
+            .order_by(CandidateModel.trial_number)
+        )
+        with self.session() as s:
+            return [_row(found) for found in s.execute(query).mappings()]
+
+    def trained_as(self, study_name: str, arch_hash: str) -> Candidate | None:
         """The completed, trained (not copied) candidate with this architecture, if any."""
         with self.session() as s:
-            found = s.execute(
-                _with_metrics()
-                .where(
-                    CandidateModel.study_name == study_name,
-                    CandidateModel.arch_hash == arch_hash,
-                    CandidateModel.state == CandidateState.COMPLETE,
-                    CandidateModel.duplicate_of.is_(None),
+            found = (
+                s.execute(
+                    _with_metrics()
+                    .where(
+                        CandidateModel.study_name == study_name,
+                        CandidateModel.arch_hash == arch_hash,
+                        CandidateModel.state == CandidateState.COMPLETE,
+                        CandidateModel.duplicate_of.is_(None),
+                    )
+                    .limit(1)
                 )
-                .limit(1)
-            ).first()
-            return _row(*found) if found else None
+                .mappings()
+                .first()
+            )
+            return _row(found) if found else None
 
     # ------------------------------------------------------------------------------ front
 
@@ -303,16 +324,15 @@ class ResultsStore(SeedRecords):
             for key, value in fields.items():
                 setattr(row, key, value)
 
-    def verified(self, study_name: str) -> list[dict[str, Any]]:
+    def verified(self, study_name: str) -> list[Verified]:
         """The study's verified trials, by trial number."""
-        columns = [c.name for c in VerifiedModel.__table__.columns if c.name != "id"]
         with self.session() as s:
             rows = s.scalars(
                 select(VerifiedModel)
                 .where(VerifiedModel.study_name == study_name)
                 .order_by(VerifiedModel.trial_number)
             )
-            return [{c: getattr(r, c) for c in columns} for r in rows]
+            return [Verified(**{k: getattr(r, k) for k in _VERIFIED_FIELDS}) for r in rows]
 
     def set_verified_front(self, study_name: str, numbers: set[int]) -> None:
         with self.session() as s:
@@ -327,16 +347,26 @@ class ResultsStore(SeedRecords):
             query = select(FrontModel.trial_number).where(FrontModel.study_name == study_name)
             return set(s.scalars(query))
 
-    def front(self, study_name: str) -> list[dict]:
-        numbers = self.front_numbers(study_name)
-        return [c for c in self.candidates(study_name) if c["trial_number"] in numbers]
+    def front(self, study_name: str) -> list[Candidate]:
+        """The stored front's candidates (as :meth:`candidates` gives them)."""
+        return self.annotate(study_name, self.members(study_name, self.front_numbers(study_name)))
 
 
-def _with_metrics() -> Any:
-    """Candidates joined with their metrics (absent for failed or running ones)."""
-    return select(CandidateModel, MetricsModel).outerjoin(
-        MetricsModel, MetricsModel.candidate_id == CandidateModel.id
-    )
+_VERIFIED_FIELDS = tuple(f.name for f in fields(Verified))
+_SCORED_FIELDS = tuple(f.name for f in fields(Scored))
+
+
+#: What a :class:`Candidate` is read from: columns, not ORM objects (less work per row).
+_COLUMNS = (
+    *(c for c in CandidateModel.__table__.columns if c.name != "id"),
+    *(MetricsModel.__table__.c[key] for key in METRIC_FIELDS),
+)
+
+
+def _with_metrics() -> Select[Any]:
+    """Candidates joined with their metrics (None for failed or running ones)."""
+    joined = MetricsModel.candidate_id == CandidateModel.id
+    return select(*_COLUMNS).outerjoin(MetricsModel, joined)
 
 
 def _require_existing(url: str) -> None:
@@ -354,26 +384,12 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _row(cand: CandidateModel, metrics: MetricsModel | None) -> dict[str, Any]:
-    row = {
-        "trial_number": cand.trial_number,
-        "study_name": cand.study_name,
-        "run_id": cand.run_id,
-        "architecture": json.loads(cand.arch_json),
-        "arch_hash": cand.arch_hash,
-        "summary": cand.summary,
-        "placement": cand.placement,
-        "state": cand.state,
-        "failure_reason": cand.failure_reason,
-        "duplicate_of": cand.duplicate_of,
-        "checkpoint": cand.checkpoint,
-        "started_at": _aware(cand.started_at),
-        "finished_at": _aware(cand.finished_at) if cand.finished_at else None,
-        "seconds": cand.seconds,
-        "host": cand.host,
-        "pid": cand.pid,
-        "node": cand.node,
-    }
-    for key in METRIC_FIELDS:
-        row[key] = getattr(metrics, key) if metrics is not None else None
-    return row
+def _row(found: RowMapping) -> Candidate:
+    """A row of :func:`_with_metrics` as a record: each column is a field of the same name
+    (the architecture's JSON parsed)."""
+    values = dict(found)
+    values["architecture"] = json.loads(values.pop("arch_json"))
+    values["started_at"] = _aware(values["started_at"])
+    if values["finished_at"] is not None:
+        values["finished_at"] = _aware(values["finished_at"])
+    return Candidate(**values)

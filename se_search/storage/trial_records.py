@@ -4,7 +4,7 @@ images, the front as the study's note.
 The :class:`~se_search.engines.recorder.StudyRecorder` sets a trial's :func:`trial_attrs` (in
 one write) and uploads its :func:`placement_image` before telling Optuna its result (a
 finished trial's attributes are frozen), and saves :func:`front_note` when the front
-changes; ``se-search dashboard`` (:mod:`se_search.outputs.dashboard`) serves the database
+changes; ``se-search dashboard`` (:mod:`se_search.outputs.dashboard_server`) serves the database
 with the same artifact store.
 """
 
@@ -23,6 +23,7 @@ from se_search.commands import command
 from se_search.display import accuracy_cell, fmt, latency_cell, noise_line
 from se_search.models.arch import Architecture
 from se_search.models.variants import VARIANTS
+from se_search.storage.rows import Candidate
 
 __all__ = [
     "VARIANT_COLOURS",
@@ -140,8 +141,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     if not attrs:
         return
     backend = getattr(trial.storage, "_backend", trial.storage)
-    rdb = isinstance(backend, optuna.storages.RDBStorage)
-    if not (rdb and _write_rows(backend, trial, attrs)):
+    rdb = backend if isinstance(backend, optuna.storages.RDBStorage) else None
+    if not (rdb and _write_rows(rdb, trial, attrs)):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
@@ -183,7 +184,7 @@ def upload_placement(
 
 
 def front_note(
-    front: Sequence[dict],
+    front: Sequence[Candidate],
     objectives: dict[str, str],
     study: str,
     storage: str,
@@ -205,13 +206,13 @@ def front_note(
         "| trial | accuracy | params (M) | GMACs | latency ms | placement |",
         "|---:|---:|---:|---:|---:|:---|",
     ]
-    for row in sorted(front, key=lambda r: -(r.get("accuracy") or 0)):
-        placement = row["placement"].replace("|", "\\|")  # a pipe would end the cell
+    for row in sorted(front, key=lambda r: -(r.accuracy or 0)):
+        placement = row.placement.replace("|", "\\|")  # a pipe would end the cell
         lines.append(
-            f"| {row['trial_number']} | {accuracy_cell(row)} | "
-            f"{fmt(row['params'] and row['params'] / 1e6, '.3f')} | "
-            f"{fmt(row['flops'] and row['flops'] / 1e9, '.4f')} | "
-            f"{latency_cell(row)} | `{placement}` |"
+            f"| {row.trial_number} | {accuracy_cell(vars(row))} | "
+            f"{fmt(row.params and row.params / 1e6, '.3f')} | "
+            f"{fmt(row.flops and row.flops / 1e9, '.4f')} | "
+            f"{latency_cell(vars(row))} | `{placement}` |"
         )
     lines += [
         "",

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from se_search.costs.latency import Latency
 from se_search.evaluation.evaluator import Evaluator
@@ -56,7 +57,9 @@ class StandIn:
     noise: float = 0.0
     rising: bool = True  # False: every epoch scores the final accuracy
 
-    def __call__(self, space: SearchSpace) -> Evaluator:
+    def __call__(self, space: SearchSpace, **context: Any) -> Evaluator:
+        """The stand-in evaluator of ``space``; ``context`` as :class:`Evaluator` takes it
+        (the study's artifacts folder, the results database)."""
         epochs = space.evaluation.epochs
 
         def curve(arch: Architecture, seed: int) -> list[float]:
@@ -82,4 +85,6 @@ class StandIn:
             ms = 5.0 + 5.0 * unit(arch, "lat")
             return Latency(ms, 0.1, "cpu", "stand-in", "-", 1, 1, (3, 16, 16), 0, 3)
 
-        return Evaluator(space, train=train, latency=None if self.real_latency else latency)
+        return Evaluator(
+            space, train=train, latency=None if self.real_latency else latency, **context
+        )

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from se_search.bench import forms, latency, training
+from se_search.bench import forms, latency_ratios, training
 from se_search.cli import app
 from se_search.cli.bench import FORM_NAMES, REFERENCE_NAMES
 from se_search.errors import SESearchError
@@ -57,7 +57,7 @@ def test_ratios_pair_each_form_and_reference_and_report_what_cannot_run(
         raise forms.Unavailable("timm is not installed (pip install timm)")
 
     monkeypatch.setitem(forms.REFERENCES, "timm", ("timm", missing))
-    ratios, skipped = latency.latency_ratios(
+    ratios, skipped = latency_ratios.latency_ratios(
         device=CPU,
         batches=(1, 2),
         image_size=32,
@@ -79,7 +79,7 @@ def test_ratios_pair_each_form_and_reference_and_report_what_cannot_run(
 
 def test_an_unknown_form_names_the_choices() -> None:
     with pytest.raises(SESearchError, match="unknown bench form.*forms: eager, channels_last"):
-        latency.latency_ratios(device=CPU, forms=("eagre",))
+        latency_ratios.latency_ratios(device=CPU, forms=("eagre",))
 
 
 def test_training_throughput_times_both_loops() -> None:

@@ -238,7 +238,7 @@ def test_a_search_predicts_latencies_and_checks_the_front(tmp_path: Path) -> Non
         **{"latency.mode": "lut+verify", "objectives": {"accuracy": "max", "latency_ms": "min"}},
     )
     events = EventLog()
-    engine = LocalEngine(space, evaluator=StandIn(real_latency=True)(space), listener=events)
+    engine = LocalEngine(space, evaluator=StandIn(real_latency=True), listener=events)
     engine.run(trials=5)
 
     kinds = events.kinds()
@@ -250,30 +250,30 @@ def test_a_search_predicts_latencies_and_checks_the_front(tmp_path: Path) -> Non
     done = engine.store.candidates(space.study_name, states=["complete"])
     assert len(done) == 5
     for cand in done:
-        assert cand["latency"]["source"] == "lut"
-        predicted = table.predict(Architecture(cand["architecture"])).median_ms
-        assert cand["latency_ms"] == pytest.approx(predicted, abs=1e-9)
+        assert cand.latency["source"] == "lut"
+        predicted = table.predict(Architecture(cand.architecture)).median_ms
+        assert cand.latency_ms == pytest.approx(predicted, abs=1e-9)
 
     front = engine.store.front(space.study_name)
     checked = events.of(LatencyChecked)[0].front
-    assert {c["trial_number"] for c in checked} == {c["trial_number"] for c in front}
+    assert {c.trial_number for c in checked} == {c.trial_number for c in front}
     for cand in front:
-        lat = cand["latency"]
+        lat = cand.latency
         assert lat["measured_ms"] > 0
-        expected_error = (cand["latency_ms"] - lat["measured_ms"]) / lat["measured_ms"]
+        expected_error = (cand.latency_ms - lat["measured_ms"]) / lat["measured_ms"]
         assert lat["error"] == pytest.approx(expected_error)
     html = build_report(url, space.study_name)  # the report shows each check
     for cand in front:
-        assert f'data-measured="{cand["latency"]["measured_ms"]}"' in html
-    off_front = [c for c in done if c["trial_number"] not in {f["trial_number"] for f in front}]
-    assert all("measured_ms" not in c["latency"] for c in off_front)
+        assert f'data-measured="{cand.latency["measured_ms"]}"' in html
+    off_front = [c for c in done if c.trial_number not in {f.trial_number for f in front}]
+    assert all("measured_ms" not in c.latency for c in off_front)
 
 
 def test_measure_mode_never_opens_the_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'measure.db'}"
     space = small_space(url, objectives={"accuracy": "max", "latency_ms": "min"})
-    engine = LocalEngine(space, evaluator=StandIn(real_latency=True)(space))
+    engine = LocalEngine(space, evaluator=StandIn(real_latency=True))
     engine.run(trials=2)
     done = engine.store.candidates(space.study_name, states=["complete"])
-    assert [c["latency"]["source"] for c in done] == ["measured"] * 2
+    assert [c.latency["source"] for c in done] == ["measured"] * 2
     assert "lut" not in engine.evaluator.__dict__  # the cached table was never built

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from se_search.data.loaders import make_loader
+from se_search.data.sets import DATASETS, DataBundle, load_data
 from se_search.errors import SESearchError
-from se_search.evaluation.data import DATASETS, DataBundle, load_data, make_loader
 from se_search.space import DataSpec
 
 DIGITS = 1797
@@ -172,7 +173,7 @@ def test_make_loader_order_depends_on_the_seed_alone() -> None:
 
 
 def test_in_memory_sets_get_a_tensor_loader_that_yields_every_sample_once() -> None:
-    from se_search.evaluation.data import TensorLoader
+    from se_search.data.loaders import TensorLoader
 
     images = torch.arange(10 * 3 * 2 * 2, dtype=torch.float32).view(10, 3, 2, 2)
     dataset = TensorDataset(images, torch.arange(10))
@@ -195,3 +196,67 @@ def test_a_data_set_that_is_not_in_memory_keeps_a_dataloader() -> None:
     loader = make_loader(dataset, batch_size=4, shuffle=False, seed=0)
     assert isinstance(loader, DataLoader)
     assert torch.cat([b for _, b in loader]).tolist() == list(range(6))
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (.ci/run does)"
+)
+
+
+@needs_fashion
+def test_fashion_mnist_holds_out_validation_from_train_and_keeps_the_test_set_apart() -> None:
+    from se_search.data.idx import load_idx_dataset
+
+    bundle = load_data(DataSpec(dataset="fashion-mnist", image_size=28), seed=0)
+    assert bundle.name == "fashion-mnist" and bundle.num_classes == 10 and bundle.meaningful
+    train_x, train_y, val_x, val_y = _tensors(bundle)
+    assert (len(train_y), len(val_y), len(bundle.test)) == (48_000, 12_000, 10_000)
+    assert train_x.dtype == torch.uint8 and train_x.shape[1:] == (1, 28, 28)
+    assert torch.bincount(val_y).tolist() == [1_200] * 10  # stratified
+    raw = load_idx_dataset("fashion-mnist", root=None, cache=Path("/nonexistent"),
+                           download_timeout_s=1)  # fmt: skip
+    test_x, test_y = bundle.test.tensors
+    assert torch.equal(test_x[:, 0], raw.test_images) and torch.equal(test_y, raw.test_labels)
+    # train and val are the official training set, split: every image once
+    weights = torch.rand(784, dtype=torch.double)  # an image's fingerprint
+    split = torch.cat([train_x, val_x]).flatten(1).double() @ weights
+    official = raw.train_images.flatten(1).double() @ weights
+    assert torch.equal(split.sort().values, official.sort().values)
+    # normalised by the training split's statistics; grey repeated to the backbone's channels
+    loader = make_loader(bundle.train, batch_size=4096, shuffle=False, seed=0,
+                         pipeline=bundle.pipeline)  # fmt: skip
+    images, _ = next(iter(loader))
+    assert images.shape == (4096, 3, 28, 28) and abs(images.mean().item()) < 0.05
+    assert abs(images.std().item() - 1) < 0.05
+
+
+@needs_fashion
+def test_fashion_mnist_train_size_and_image_size_and_seed() -> None:
+    spec = DataSpec(dataset="fashion-mnist", image_size=32, train_size=6_000)
+    bundle = load_data(spec, seed=0)
+    train_x, train_y, val_x, _ = _tensors(bundle)
+    assert torch.bincount(train_y).tolist() == [600] * 10
+    assert train_x.shape[1:] == val_x.shape[1:] == bundle.test.tensors[0].shape[1:] == (1, 32, 32)
+    assert bundle.pipeline.crop_padding == 2 and bundle.pipeline.flip  # the data set's default
+    other = load_data(spec, seed=1)
+    assert not torch.equal(other.val.tensors[1], bundle.val.tensors[1])  # another split
+    again = load_data(spec, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(again), _tensors(bundle)))
+    plain = load_data(DataSpec(**{**spec.model_dump(), "augment": {"crop_padding": 0}}), seed=0)
+    assert plain.pipeline.crop_padding == 0 and not plain.pipeline.flip
+
+
+def test_a_root_without_the_mnist_files_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SESearchError, match=str(tmp_path)):
+        load_data(DataSpec(dataset="fashion-mnist", root=str(tmp_path)), seed=0)
+
+
+def test_imagefolder_with_a_test_folder_keeps_it_as_the_test_split(tmp_path: Path) -> None:
+    classes = ["cat", "dog"]
+    root = _image_tree(tmp_path / "imgs", {s: classes for s in ("train", "val", "test")})
+    bundle = load_data(DataSpec(dataset="imagefolder", root=str(root), image_size=24), seed=0)
+    assert bundle.test is not None and len(bundle.test) == 6
+    assert bundle.test[0][0].shape == (3, 24, 24)
+    without = _image_tree(tmp_path / "two", {s: classes for s in ("train", "val")})
+    assert load_data(DataSpec(dataset="imagefolder", root=str(without)), seed=0).test is None

@@ -81,7 +81,7 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path, engine: str) -> None
     assert study.trials[victim].state == TrialState.RUNNING  # what a killed process leaves
     if engine == "ray":
         _wait_for_workers_to_die(before)
-    killed_arch = ResultsStore(storage).candidate("e2e", victim)["arch_hash"]
+    killed_arch = ResultsStore(storage).candidate("e2e", victim).arch_hash
 
     second = subprocess.run(
         _command(db, engine), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
@@ -100,13 +100,13 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path, engine: str) -> None
 
     store = ResultsStore(storage)
     done = store.candidates("e2e", states=["complete"])
-    trained = [c["arch_hash"] for c in done if c["duplicate_of"] is None]
+    trained = [c.arch_hash for c in done if c.duplicate_of is None]
     assert len(trained) == len(set(trained))  # no architecture trained twice
-    assert killed_arch in {c["arch_hash"] for c in done}
+    assert killed_arch in {c.arch_hash for c in done}
     killed = store.candidate("e2e", victim)
-    assert killed["state"] == "failed" and "died during the trial" in killed["failure_reason"]
+    assert killed.state == "failed" and "died during the trial" in killed.failure_reason
     # every Optuna trial has its row, and the stored front is consistent with the metrics
-    assert sorted(c["trial_number"] for c in store.candidates("e2e")) == [
+    assert sorted(c.trial_number for c in store.candidates("e2e")) == [
         t.number for t in study.trials
     ]
     # each trained candidate's seeds, each once; the killed trial's are redone by its retry
@@ -116,13 +116,13 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path, engine: str) -> None
     seeds = store.seed_results("e2e")
     assert victim not in seeds
     for c in done:
-        if c["duplicate_of"] is None:
-            wanted = 3 if c["arch_hash"] in references else SEEDS
-            assert [r["seed"] for r in seeds[c["trial_number"]]] == list(range(wanted))
-            assert c["accuracy"] == pytest.approx(statistics.fmean(c["seed_accuracies"]))
-    eligible = [c for c in done if c["duplicate_of"] is None and c["feasible"]]
-    expected = {c["trial_number"] for c in pareto_front(eligible, study_objectives(store))}
-    assert {c["trial_number"] for c in store.front("e2e")} == expected
+        if c.duplicate_of is None:
+            wanted = 3 if c.arch_hash in references else SEEDS
+            assert [r.seed for r in seeds[c.trial_number]] == list(range(wanted))
+            assert c.accuracy == pytest.approx(statistics.fmean(c.seed_accuracies))
+    eligible = [c for c in done if c.duplicate_of is None and c.feasible]
+    expected = {c.trial_number for c in pareto_front(eligible, study_objectives(store))}
+    assert {c.trial_number for c in store.front("e2e")} == expected
 
 
 def study_objectives(store: ResultsStore) -> dict[str, str]:

@@ -21,6 +21,7 @@ from se_search.events import Event, TrialDone
 from se_search.models.arch import Architecture
 from se_search.outputs.export import load_model
 from se_search.space import SearchSpace, load_space
+from se_search.storage.rows import Candidate
 from se_search.storage.store import ResultsStore
 from se_search.testing.events import EventLog
 from tests.conftest import ASSETS
@@ -28,11 +29,11 @@ from tests.conftest import ASSETS
 runner = CliRunner()
 
 
-def _dominated(a: dict, b: dict, objectives: dict[str, str]) -> bool:
+def _dominated(a: Candidate, b: Candidate, objectives: dict[str, str]) -> bool:
     """True when ``b`` dominates ``a`` (written out here, independent of stats.pareto)."""
     sign = {"max": -1.0, "min": 1.0}
-    av = [sign[d] * a[k] for k, d in objectives.items()]
-    bv = [sign[d] * b[k] for k, d in objectives.items()]
+    av = [sign[d] * getattr(a, k) for k, d in objectives.items()]
+    bv = [sign[d] * getattr(b, k) for k, d in objectives.items()]
     return all(y <= x for x, y in zip(av, bv)) and any(y < x for x, y in zip(av, bv))
 
 
@@ -70,16 +71,16 @@ def test_trials_are_stored_in_optuna_and_in_se_tables(search: Search) -> None:
     assert len(trials) == search.summary.finished == 4
     assert study.metric_names == ["accuracy", "flops", "latency_ms"]
     cands = ResultsStore(search.storage).candidates("e2e")
-    assert [c["trial_number"] for c in cands] == [t.number for t in trials]
+    assert [c.trial_number for c in cands] == [t.number for t in trials]
     for trial, cand in zip(trials, cands):
-        assert trial.user_attrs["arch_hash"] == cand["arch_hash"]
-        assert trial.user_attrs["accuracy_by_epoch"] == [cand["accuracy"]]  # written at the end
-        assert trial.values == [cand["accuracy"], cand["flops"], cand["latency_ms"]]
-        assert 0.0 <= cand["accuracy"] <= 1.0 and cand["epochs"] == 1
-        assert cand["latency"]["repeats"] == 3 and cand["latency"]["device"] == "cpu"
-        assert Architecture(cand["architecture"]).hash == cand["arch_hash"]
+        assert trial.user_attrs["arch_hash"] == cand.arch_hash
+        assert trial.user_attrs["accuracy_by_epoch"] == [cand.accuracy]  # written at the end
+        assert trial.values == [cand.accuracy, cand.flops, cand.latency_ms]
+        assert 0.0 <= cand.accuracy <= 1.0 and cand.epochs == 1
+        assert cand.latency["repeats"] == 3 and cand.latency["device"] == "cpu"
+        assert Architecture(cand.architecture).hash == cand.arch_hash
     # the paper's references come first
-    assert cands[0]["summary"] == "none" and cands[1]["summary"] == "standard:16 x8"
+    assert cands[0].summary == "none" and cands[1].summary == "standard:16 x8"
 
 
 def test_stored_front_is_the_non_dominated_set(search: Search) -> None:
@@ -87,9 +88,9 @@ def test_stored_front_is_the_non_dominated_set(search: Search) -> None:
     done = store.candidates("e2e", states=["complete"])
     objectives = dict(search.space.objectives)
     expected = {
-        c["trial_number"] for c in done if not any(_dominated(c, o, objectives) for o in done)
+        c.trial_number for c in done if not any(_dominated(c, o, objectives) for o in done)
     }
-    assert {c["trial_number"] for c in store.front("e2e")} == expected
+    assert {c.trial_number for c in store.front("e2e")} == expected
     assert {t.number for t in search.study().best_trials} == expected
 
 
@@ -132,7 +133,7 @@ def test_front_show_and_formats(search: Search) -> None:
 
     rows = json.loads(as_json.stdout)
     assert {r["trial_number"] for r in rows} == {
-        c["trial_number"] for c in ResultsStore(search.storage).front("e2e")
+        c.trial_number for c in ResultsStore(search.storage).front("e2e")
     }
     csv = runner.invoke(app, ["front", "--study", "e2e", "--storage", search.storage, "-f", "csv"])
     assert csv.stdout.splitlines()[0].startswith("trial_number,accuracy,params,flops")
@@ -197,12 +198,12 @@ def test_nan_loss_fails_the_trial_with_its_reason_and_the_search_goes_on(tmp_pat
     summary = LocalEngine(space).run()
     failed = ResultsStore(space.storage).candidates("e2e", states=["failed"])
     assert summary.finished == 0 and summary.ran == len(failed) >= 2  # went on after the first
-    assert all("training loss became nan" in c["failure_reason"] for c in failed)
+    assert all("training loss became nan" in c.failure_reason for c in failed)
     study = optuna.load_study(study_name="e2e", storage=space.storage)
     assert {t.state for t in study.trials} == {TrialState.FAIL}
     for trial, cand in zip(study.trials, failed):  # what it was, for the dashboard
-        assert trial.user_attrs["arch_hash"] == cand["arch_hash"]
-        assert trial.user_attrs["placement"] == cand["placement"]
+        assert trial.user_attrs["arch_hash"] == cand.arch_hash
+        assert trial.user_attrs["placement"] == cand.placement
     # the same study then goes on with a sane learning rate
     space = _space(tmp_path, **{"search.trials": 1})
     assert LocalEngine(space).run().finished == 1
@@ -230,17 +231,17 @@ def test_infeasible_candidates_are_recorded_without_training(tmp_path: Path) -> 
     engine = LocalEngine(space)
     engine.run()
     cands = ResultsStore(space.storage).candidates("e2e", states=["complete"])
-    plain_trial = [c for c in cands if c["summary"] == "none"]
-    with_se = [c for c in cands if c["summary"] != "none"]
+    plain_trial = [c for c in cands if c.summary == "none"]
+    with_se = [c for c in cands if c.summary != "none"]
     assert plain_trial and with_se
-    assert plain_trial[0]["feasible"] and plain_trial[0]["accuracy"] is not None
+    assert plain_trial[0].feasible and plain_trial[0].accuracy is not None
     for c in with_se:
-        assert not c["feasible"] and c["accuracy"] is None and c["train_seconds"] is None
-        assert c["violations"]["flops"] > 0
+        assert not c.feasible and c.accuracy is None and c.train_seconds is None
+        assert c.violations["flops"] > 0
     study = optuna.load_study(study_name="e2e", storage=space.storage)
     for t in study.trials:
-        assert (t.constraints["flops"] > 0) == (t.number != plain_trial[0]["trial_number"])
-    assert [c["summary"] for c in ResultsStore(space.storage).front("e2e")] == ["none"]
+        assert (t.constraints["flops"] > 0) == (t.number != plain_trial[0].trial_number)
+    assert [c.summary for c in ResultsStore(space.storage).front("e2e")] == ["none"]
 
 
 def test_an_architecture_is_never_trained_twice(tmp_path: Path) -> None:
@@ -248,10 +249,10 @@ def test_an_architecture_is_never_trained_twice(tmp_path: Path) -> None:
     events = EventLog()
     LocalEngine(space, listener=events).run()
     cands = ResultsStore(space.storage).candidates("e2e", states=["complete"])
-    assert [c["duplicate_of"] for c in cands] == [None, 0, 0]
+    assert [c.duplicate_of for c in cands] == [None, 0, 0]
     trained = [e for e in events.of(TrialDone) if e.model is not None]
     assert len(trained) == 1
-    assert len({tuple(c[k] for k in ("accuracy", "flops", "latency_ms")) for c in cands}) == 1
+    assert len({(c.accuracy, c.flops, c.latency_ms) for c in cands}) == 1
 
 
 def test_another_objective_set_is_refused_for_an_existing_study(tmp_path: Path) -> None:
@@ -268,21 +269,21 @@ def test_checkpoints_front_policy_keeps_only_front_members(tmp_path: Path) -> No
     space = _space(tmp_path, **{"search.checkpoints": "front", "search.trials": 4})
     LocalEngine(space).run()
     store = ResultsStore(space.storage)
-    front = {c["trial_number"]: c for c in store.front("e2e")}
+    front = {c.trial_number: c for c in store.front("e2e")}
     seeds = store.seed_results("e2e")
     for c in store.candidates("e2e", states=["complete"]):
-        kept = c["checkpoint"] is not None and Path(c["checkpoint"]).is_file()
-        assert kept == (c["trial_number"] in front)
-        if c["duplicate_of"] is None:  # the first (evaluation.seeds) seed's weights only
-            paths = [r["checkpoint"] for r in seeds[c["trial_number"]]]
+        kept = c.checkpoint is not None and Path(c.checkpoint).is_file()
+        assert kept == (c.trial_number in front)
+        if c.duplicate_of is None:  # the first (evaluation.seeds) seed's weights only
+            paths = [r.checkpoint for r in seeds[c.trial_number]]
             assert (paths[0] is not None) == kept and paths[1:] == [None] * (len(paths) - 1)
     files = list((tmp_path / "r_artifacts" / "e2e").glob("*.pt"))
     assert len(files) == len(front)
-    assert any(len(c["seeds"]) == 3 for c in front.values())  # a reference: 3 noise seeds
+    assert any(len(c.seeds) == 3 for c in front.values())  # a reference: 3 noise seeds
     shutil.rmtree(tmp_path / "r_artifacts")
 
 
-def _instant(space: SearchSpace) -> Any:
+def _instant(space: SearchSpace, **context: Any) -> Any:
     """An evaluator whose training and latency return at once (sampling is under test)."""
     from se_search.costs.latency import Latency
     from se_search.evaluation.evaluator import Evaluator
@@ -295,7 +296,7 @@ def _instant(space: SearchSpace) -> Any:
     def latency(arch: Architecture) -> Latency:
         return Latency(1.0 + len(arch), 0.0, "cpu", "-", "-", 1, 1, (3, 16, 16), 0, 3)
 
-    return Evaluator(space, train=train, latency=latency)
+    return Evaluator(space, train=train, latency=latency, **context)
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
@@ -312,7 +313,7 @@ def test_samplers_are_seeded(tmp_path: Path, sampler: str) -> None:
                 "search.trials": 4,
             },
         )
-        LocalEngine(space, evaluator=_instant(space)).run()
+        LocalEngine(space, evaluator=_instant).run()
         study = optuna.load_study(study_name="e2e", storage=space.storage)
         assert not any("se_reference" in t.user_attrs for t in study.trials)  # seed_paper: false
         sequences.append([t.params for t in study.trials])
@@ -335,10 +336,10 @@ def test_a_resumed_run_draws_new_architectures(tmp_path: Path, sampler: str) -> 
         }
         space = load_space(ASSETS / "e2e.yaml", overrides)
         for total in (3, 6):  # a run of 3, resumed to 6
-            LocalEngine(space, evaluator=_instant(space)).run(total)
+            LocalEngine(space, evaluator=_instant).run(total)
         study = optuna.load_study(study_name="e2e", storage=space.storage)
         sequences.append([t.params for t in study.trials])
-        copies = [c for c in ResultsStore(space.storage).candidates("e2e") if c["duplicate_of"]]
+        copies = [c for c in ResultsStore(space.storage).candidates("e2e") if c.duplicate_of]
         assert copies == []
     first, resumed = sequences[0][:3], sequences[0][3:]
     assert not any(p in first for p in resumed)

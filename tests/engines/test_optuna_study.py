@@ -10,7 +10,7 @@ import sys
 import optuna
 import pytest
 
-from se_search.engines.sampling import (
+from se_search.engines.optuna_study import (
     make_sampler,
     open_storage,
     open_study,
@@ -59,7 +59,7 @@ def test_a_24_trial_nsga2_search_breeds_three_generations(
 _POP_QUEUE = """
 import json, sys
 import optuna
-from se_search.engines.sampling import open_storage
+from se_search.engines.optuna_study import open_storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
 popped = []

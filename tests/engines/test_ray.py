@@ -75,7 +75,9 @@ def _shape(storage: str, study_name: str) -> dict[str, Any]:
     study = optuna.load_study(study_name=study_name, storage=storage)
     return {
         "tables": tables,
-        "candidate_fields_set": sorted({k for c in cands for k, v in c.items() if v is not None}),
+        "candidate_fields_set": sorted(
+            {k for c in cands for k, v in vars(c).items() if v is not None}
+        ),
         "states": sorted({t.state.name for t in study.trials}),
         "param_names": sorted({p for t in study.trials for p in t.params}),
         "user_attrs": sorted({a for t in study.trials for a in t.user_attrs}),
@@ -94,7 +96,7 @@ def test_ray_search_fills_the_same_study_and_tables_as_the_local_engine(tmp_path
     assert len(events.of(TrialDone)) == 4 and events.kinds()[0] is RunStarted
 
     local_space = _space(tmp_path, "local", **{"search.engine": "local"})
-    LocalEngine(local_space, evaluator=StandIn()(local_space)).run()
+    LocalEngine(local_space, evaluator=StandIn()).run()
     ray_shape = _shape(space.storage, "e2e")
     local_shape = _shape(local_space.storage, "e2e")
     ray_shape["candidate_fields_set"].remove("checkpoint")  # the stand-in trains no weights
@@ -102,9 +104,9 @@ def test_ray_search_fills_the_same_study_and_tables_as_the_local_engine(tmp_path
 
     store = ResultsStore(space.storage, read_only=True)
     cands = store.candidates("e2e")
-    assert {c["node"] for c in cands} == {ray.get_runtime_context().get_node_id()}
-    assert all(Path(c["checkpoint"]).exists() for c in cands)  # saved by the workers
-    spans = [(c["started_at"], c["finished_at"]) for c in cands]
+    assert {c.node for c in cands} == {ray.get_runtime_context().get_node_id()}
+    assert all(Path(c.checkpoint).exists() for c in cands)  # saved by the workers
+    spans = [(c.started_at, c.finished_at) for c in cands]
     overlaps = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
     assert overlaps, "no two trials ran at once"
     study = optuna.load_study(study_name="e2e", storage=space.storage)
@@ -152,8 +154,8 @@ def test_the_searcher_pickles_without_live_state_and_records_into_its_study_afte
     assert queued.state == TrialState.WAITING
     assert trial.values[0] == pytest.approx(evaluation.metrics["accuracy"])
     [cand] = ResultsStore(space.storage, read_only=True).candidates("e2e")
-    assert cand["state"] == "complete" and cand["run_id"] == run_id
-    assert Architecture(cand["architecture"]) == arch
+    assert cand.state == "complete" and cand.run_id == run_id
+    assert Architecture(cand.architecture) == arch
     assert arch == Architecture({})  # the reference "none", popped from the study's queue
 
 
@@ -182,10 +184,10 @@ def test_asha_stops_laggards_as_pruned_with_their_last_accuracy(tmp_path: Path) 
     for t in pruned:
         cand = store.candidate("e2e", t.number)
         history = t.user_attrs[EPOCHS_ATTR]
-        assert cand["state"] == "pruned" and cand["epochs"] == len(history) < 4
-        assert cand["accuracy"] == pytest.approx(history[-1])
-        assert "stopped by ASHA" in cand["failure_reason"]
-    front = {c["trial_number"] for c in store.front("e2e")}
+        assert cand.state == "pruned" and cand.epochs == len(history) < 4
+        assert cand.accuracy == pytest.approx(history[-1])
+        assert "stopped by ASHA" in cand.failure_reason
+    front = {c.trial_number for c in store.front("e2e")}
     assert front and front.isdisjoint(t.number for t in pruned)
 
 
@@ -206,14 +208,14 @@ def test_workers_predict_latency_from_the_drivers_table(tmp_path: Path) -> None:
     done = store.candidates("e2e", states=["complete"])
     assert len(done) == 4
     for cand in done:
-        predicted = table.predict(Architecture(cand["architecture"])).median_ms
-        assert cand["latency"]["source"] == "lut"
-        assert cand["latency_ms"] == pytest.approx(predicted, abs=1e-9)
+        predicted = table.predict(Architecture(cand.architecture)).median_ms
+        assert cand.latency["source"] == "lut"
+        assert cand.latency_ms == pytest.approx(predicted, abs=1e-9)
     front = store.front("e2e")
-    assert front and all("measured_ms" in c["latency"] for c in front)
+    assert front and all("measured_ms" in c.latency for c in front)
     # each worker's seeds reach the driver's tables, and the run's noise floor with them
     seeds = store.seed_results("e2e")
-    assert all(len(seeds[c["trial_number"]]) >= 2 for c in done if c["duplicate_of"] is None)
+    assert all(len(seeds[c.trial_number]) >= 2 for c in done if c.duplicate_of is None)
     noise = store.noise("e2e")
     assert noise is not None and noise["dof"] > 0
 
@@ -242,11 +244,11 @@ def test_a_killed_worker_is_retried_or_recorded_failed(tmp_path: Path, retries: 
     assert summary.finished == 3  # the search reaches its target either way
     if retries:
         assert events.of(TrialRetried)
-        assert killed.state == TrialState.COMPLETE and cand["state"] == "complete"
+        assert killed.state == TrialState.COMPLETE and cand.state == "complete"
         assert len(killed.user_attrs[EPOCHS_ATTR]) == 3  # the retry's history, from epoch 1
     else:
-        assert killed.state == TrialState.FAIL and cand["state"] == "failed"
-        assert "actor" in cand["failure_reason"].lower() or "died" in cand["failure_reason"]
+        assert killed.state == TrialState.FAIL and cand.state == "failed"
+        assert "actor" in cand.failure_reason.lower() or "died" in cand.failure_reason
         assert summary.failed == 1
 
 
@@ -274,21 +276,21 @@ def test_a_copy_of_an_architecture_in_training_waits_for_its_figures(
     assert summary.finished == 3
     study = optuna.load_study(study_name="e2e", storage=space.storage)
     store = ResultsStore(space.storage, read_only=True)
-    cands = {c["trial_number"]: c for c in store.candidates("e2e")}
-    assert len({c["arch_hash"] for c in cands.values()}) == 1
-    done = {n: c for n, c in cands.items() if c["state"] == "complete"}
-    trained = [n for n, c in done.items() if c["duplicate_of"] is None]
+    cands = {c.trial_number: c for c in store.candidates("e2e")}
+    assert len({c.arch_hash for c in cands.values()}) == 1
+    done = {n: c for n, c in cands.items() if c.state == "complete"}
+    trained = [n for n, c in done.items() if c.duplicate_of is None]
     assert len(trained) == 1  # trained once, alongside nothing
     started = [e.trial for e in events.of(TrialStarted)]
     assert len(started) == 1 + twin_dies  # Tune ran the twin (and, if it died, one copy)
     held = {e.trial: e.twin for e in events.of(TrialHeld)}
     first = 1 if twin_dies else 0
     assert trained == [first] and set(held.values()) <= {0, first}
-    copies = {n: c["duplicate_of"] for n, c in cands.items() if c["duplicate_of"] is not None}
+    copies = {n: c.duplicate_of for n, c in cands.items() if c.duplicate_of is not None}
     assert copies and set(copies.values()) == {first}
     assert len(copies) == 2  # 3 finished: the trained one and its two copies
     if twin_dies:
-        assert study.trials[0].state == TrialState.FAIL and cands[0]["state"] == "failed"
+        assert study.trials[0].state == TrialState.FAIL and cands[0].state == "failed"
     for n in copies:
         assert study.trials[n].values == study.trials[first].values
 
@@ -323,6 +325,6 @@ def test_ray_engine_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     cands = ResultsStore(storage, read_only=True).candidates("e2e")
-    assert [c["state"] for c in cands] == ["complete"] * 4
-    assert all(c["node"] == ray.get_runtime_context().get_node_id() for c in cands)
+    assert [c.state for c in cands] == ["complete"] * 4
+    assert all(c.node == ray.get_runtime_context().get_node_id() for c in cands)
     assert ResultsStore(storage, read_only=True).front("e2e")

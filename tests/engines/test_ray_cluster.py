@@ -37,7 +37,7 @@ def test_trials_run_on_both_nodes_and_record_their_node(tmp_path: Path) -> None:
         assert summary.finished == 4
         ray.init(address=cluster.address)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        recorded = [c["node"] for c in ResultsStore(space.storage).candidates("e2e")]
+        recorded = [c.node for c in ResultsStore(space.storage).candidates("e2e")]
         assert len(recorded) == 4 and set(recorded) == nodes and len(nodes) == 2
     finally:
         ray.shutdown()

@@ -153,10 +153,10 @@ def test_a_stopped_job_loses_nothing_and_a_resubmission_finishes_it(
     assert all(study.trials[n].state == TrialState.FAIL for n in left_running)
     store = ResultsStore(storage, read_only=True)
     done = store.candidates("e2e", states=["complete"])
-    trained = [c["arch_hash"] for c in done if c["duplicate_of"] is None]
+    trained = [c.arch_hash for c in done if c.duplicate_of is None]
     assert len(trained) == len(set(trained))  # no architecture trained twice
     for n in left_running:
         failed = store.candidate("e2e", n)
-        assert failed["state"] == "failed" and "queued again" in failed["failure_reason"]
+        assert failed.state == "failed" and "queued again" in failed.failure_reason
         retry = [t for t in study.trials if t.user_attrs.get("se_retry_of") == n]
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE

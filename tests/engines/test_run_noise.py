@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -42,7 +43,7 @@ def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchSpace, RunSum
         tmp_path_factory.mktemp("noise"),
         **{"search.trials": 12, "evaluation.seeds": 3, "evaluation.noise_seeds": 10},
     )
-    summary = LocalEngine(space, evaluator=StandIn(noise=SIGMA)(space)).run()
+    summary = LocalEngine(space, evaluator=StandIn(noise=SIGMA)).run()
     return space, summary
 
 
@@ -66,20 +67,18 @@ def test_every_seed_is_stored_and_the_accuracy_is_their_mean(
     store = ResultsStore(space.storage)
     seeds = store.seed_results(space.study_name)
     for cand in store.candidates(space.study_name, states=["complete"]):
-        if cand["duplicate_of"] is not None:
+        if cand.duplicate_of is not None:
             continue
-        rows = seeds[cand["trial_number"]]
-        assert [r["seed"] for r in rows] == cand["seeds"] and len(rows) in (3, 10)
+        rows = seeds[cand.trial_number]
+        assert [r.seed for r in rows] == cand.seeds and len(rows) in (3, 10)
         from se_search.models.arch import Architecture
 
-        arch = Architecture(cand["architecture"])
-        expected = [accuracy_after(arch, 3, 3) + seed_noise(arch, r["seed"], SIGMA) for r in rows]
-        assert [r["accuracy"] for r in rows] == pytest.approx(expected)
-        assert cand["accuracy"] == pytest.approx(statistics.fmean(expected))
-        assert cand["accuracy_se"] == pytest.approx(
-            statistics.stdev(expected) / len(expected) ** 0.5
-        )
-        assert len(rows[0]["history"]) == 3
+        arch = Architecture(cand.architecture)
+        expected = [accuracy_after(arch, 3, 3) + seed_noise(arch, r.seed, SIGMA) for r in rows]
+        assert [r.accuracy for r in rows] == pytest.approx(expected)
+        assert cand.accuracy == pytest.approx(statistics.fmean(expected))
+        assert cand.accuracy_se == pytest.approx(statistics.stdev(expected) / len(expected) ** 0.5)
+        assert len(rows[0].history) == 3
 
 
 def test_the_front_shows_its_noise_and_marks_ties(noisy: tuple[SearchSpace, RunSummary]) -> None:
@@ -90,7 +89,7 @@ def test_the_front_shows_its_noise_and_marks_ties(noisy: tuple[SearchSpace, RunS
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)
     assert all(r["accuracy_se"] is not None and r["noise_sigma"] for r in rows)
-    expected = ties(rows, dict(space.objectives))
+    expected = ties([SimpleNamespace(**r) for r in rows], dict(space.objectives))
     marked = {r["trial_number"]: r["within_noise_of"] for r in rows}
     # (trial 0, the plain ResNet, is a falsy trial number: compare with None)
     assert {k: v for k, v in marked.items() if v is not None} == expected
@@ -100,6 +99,7 @@ def test_the_front_shows_its_noise_and_marks_ties(noisy: tuple[SearchSpace, RunS
     from optuna_dashboard import get_note
 
     assert f"σ = {summary.noise['sigma']:.4f}" in get_note(note)
+    assert "± " in get_note(note)  # the note's rows have their standard errors, as the table
 
 
 def test_the_budget_check_warns_on_rising_curves_and_not_on_flat_ones(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_the_budget_check_warns_on_rising_curves_and_not_on_flat_ones(tmp_path: 
     for rising in (True, False):
         (tmp_path / str(rising)).mkdir()
         space = _space(tmp_path / str(rising), **{"search.trials": 4})
-        summary = LocalEngine(space, evaluator=StandIn(noise=0.01, rising=rising)(space)).run()
+        summary = LocalEngine(space, evaluator=StandIn(noise=0.01, rising=rising)).run()
         assert summary.noise is not None
         warned[rising] = summary.noise["budget_warning"]
         stored = ResultsStore(space.storage).noise(space.study_name)
@@ -149,7 +149,7 @@ def test_export_writes_the_weights_of_the_seed_it_names(tmp_path: Path) -> None:
     )  # fmt: skip
     LocalEngine(space).run()
     seeds = ResultsStore(space.storage).seed_results("e2e")[0]
-    assert [r["seed"] for r in seeds] == [0, 1] and all(r["checkpoint"] for r in seeds)
+    assert [r.seed for r in seeds] == [0, 1] and all(r.checkpoint for r in seeds)
     base = ["export", "--study", "e2e", "--storage", space.storage, "--trial", "0"]
     for seed in (None, 1):
         out = tmp_path / f"m{seed}.pt"
@@ -160,8 +160,8 @@ def test_export_writes_the_weights_of_the_seed_it_names(tmp_path: Path) -> None:
         assert f"the weights of seed {chosen} (trained under seeds 0, 1)" in result.stdout
         meta = read_metadata(out)
         assert meta["seed"] == chosen and meta["seeds"] == [0, 1]
-        assert meta["seed_accuracy"] == pytest.approx(seeds[chosen]["accuracy"])
-        saved = torch.load(seeds[chosen]["checkpoint"], weights_only=True)
+        assert meta["seed_accuracy"] == pytest.approx(seeds[chosen].accuracy)
+        saved = torch.load(seeds[chosen].checkpoint, weights_only=True)
         exported = torch.load(out, weights_only=True)["state_dict"]
         assert all(torch.equal(exported[k], v) for k, v in saved.items())
     bad = runner.invoke(app, [*base, "-o", str(tmp_path / "x.pt"), "--seed", "7"])
@@ -172,7 +172,7 @@ def test_the_report_shows_the_noise_and_the_budget_warning(tmp_path: Path) -> No
     from se_search.outputs.report import build_report
 
     space = _space(tmp_path, **{"search.trials": 4})
-    summary = LocalEngine(space, evaluator=StandIn(noise=0.01)(space)).run()
+    summary = LocalEngine(space, evaluator=StandIn(noise=0.01)).run()
     assert summary.noise and summary.noise["budget_warning"]
     page = build_report(space.storage, space.study_name)
     assert f"σ = {summary.noise['sigma']:.4f}" in page

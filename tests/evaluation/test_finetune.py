@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from se_search.evaluation.data import DataBundle, load_data
+from se_search.data.sets import DataBundle, load_data
 from se_search.evaluation.evaluator import Evaluation, Evaluator
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone

@@ -11,11 +11,10 @@ import torch
 from se_search.engines.local import LocalEngine
 from se_search.errors import BackboneError
 from se_search.evaluation.evaluator import Evaluator
-from se_search.evaluation.pretrain import pretrain_key
 from se_search.events import PretrainReady, PretrainStarted
 from se_search.models.arch import Architecture
 from se_search.models.surgery import build_backbone
-from se_search.space import load_space
+from se_search.space import learned_key, load_space
 from se_search.testing.events import EventLog
 from tests.conftest import ASSETS
 
@@ -37,7 +36,7 @@ def test_the_backbone_is_pretrained_once_and_reused_across_runs(tmp_path: Path) 
     [started], [ready] = first.of(PretrainStarted), first.of(PretrainReady)
     path = Path(ready.path)
     assert ready.trained and path.is_file() and started.epochs == 1
-    assert path.name == f"backbone-{pretrain_key(space)}.pt"
+    assert path.name == f"backbone-{learned_key(space, 'backbone')}.pt"
     assert path.parent == tmp_path / "p_artifacts" / "e2e"
     stamp = path.stat().st_mtime_ns
 
@@ -55,17 +54,19 @@ def test_the_backbone_is_pretrained_once_and_reused_across_runs(tmp_path: Path) 
 
 
 def test_another_recipe_is_another_checkpoint(tmp_path: Path) -> None:
-    space = _space(tmp_path)
-    assert pretrain_key(space) != pretrain_key(_space(tmp_path, **{"evaluation.lr": 0.01}))
+    def key(**overrides: object) -> str:
+        return learned_key(_space(tmp_path, **overrides), "backbone")
+
+    assert key() != key(**{"evaluation.lr": 0.01})
+    assert key() != key(**{"evaluation.pretrain_epochs": 2})
     # what does not shape the backbone does not change the key
-    assert pretrain_key(space) == pretrain_key(_space(tmp_path, **{"evaluation.epochs": 5}))
+    assert key() == key(**{"evaluation.epochs": 5})
 
 
 def test_self_weights_are_not_a_file_to_load(tmp_path: Path) -> None:
     space = _space(tmp_path)
     with pytest.raises(BackboneError, match="trains on the data set before its first trial"):
         build_backbone(space.backbone)
-    worker = Evaluator(space, artifacts=tmp_path / "empty")
-    worker.may_train_once = False  # a Ray worker: the driver trains it
+    worker = Evaluator(space, artifacts=tmp_path / "empty", may_train_once=False)  # a Ray worker
     with pytest.raises(Exception, match="the driver trains it before the trials"):
         worker.evaluate(Architecture())

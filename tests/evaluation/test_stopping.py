@@ -90,7 +90,7 @@ def test_local_engine_prunes_exactly_the_trials_the_rule_stops(tmp_path: Path) -
         },
     )
     events = EventLog()
-    summary = LocalEngine(space, evaluator=StandIn()(space), listener=events).run()
+    summary = LocalEngine(space, evaluator=StandIn(), listener=events).run()
     assert summary.finished == 10
 
     # Replay the run with the rule written out: peers are the earlier trained trials.
@@ -99,9 +99,9 @@ def test_local_engine_prunes_exactly_the_trials_the_rule_stops(tmp_path: Path) -
     histories: list[list[float]] = []
     expected = {}
     for cand in store.candidates("e2e"):
-        if cand["duplicate_of"] is not None:
+        if cand.duplicate_of is not None:
             continue
-        arch = Architecture(cand["architecture"])
+        arch = Architecture(cand.architecture)
         curve = [accuracy_after(arch, e, epochs) for e in range(1, epochs + 1)]
         stop = None
         for rung in (1, 2):  # grace 1, factor 2, below 4 epochs
@@ -110,21 +110,21 @@ def test_local_engine_prunes_exactly_the_trials_the_rule_stops(tmp_path: Path) -
                 stop = rung
                 break
         histories.append(curve[: stop or epochs])
-        expected[cand["trial_number"]] = stop
+        expected[cand.trial_number] = stop
     pruned = {n: s for n, s in expected.items() if s is not None}
     assert pruned, "the replay stops nothing: the test would prove nothing"
     assert len(events.of(TrialPruned)) == len(pruned)
     for number, stop in expected.items():
         cand, trial = store.candidate("e2e", number), study.trials[number]
         if stop is None:
-            assert cand["state"] == "complete" and trial.state == TrialState.COMPLETE
+            assert cand.state == "complete" and trial.state == TrialState.COMPLETE
             assert len(trial.user_attrs[EPOCHS_ATTR]) == epochs
         else:
-            assert cand["state"] == "pruned" and trial.state == TrialState.PRUNED
-            assert cand["epochs"] == stop == len(trial.user_attrs[EPOCHS_ATTR])
-            assert cand["accuracy"] == pytest.approx(histories[list(expected).index(number)][-1])
-            assert cand["flops"] > 0  # the costs are stored with a pruned candidate
-    assert {c["trial_number"] for c in store.front("e2e")}.isdisjoint(pruned)
+            assert cand.state == "pruned" and trial.state == TrialState.PRUNED
+            assert cand.epochs == stop == len(trial.user_attrs[EPOCHS_ATTR])
+            assert cand.accuracy == pytest.approx(histories[list(expected).index(number)][-1])
+            assert cand.flops > 0  # the costs are stored with a pruned candidate
+    assert {c.trial_number for c in store.front("e2e")}.isdisjoint(pruned)
 
 
 def test_under_several_seeds_the_rule_compares_their_mean(tmp_path: Path) -> None:
@@ -140,16 +140,16 @@ def test_under_several_seeds_the_rule_compares_their_mean(tmp_path: Path) -> Non
          "evaluation.early_stopping.reduction_factor": 2, "evaluation.seeds": 2,
          "evaluation.noise_seeds": 0, "search.trials": 8, "search.checkpoints": "none"},
     )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn(noise=0.05)(space)).run()
+    LocalEngine(space, evaluator=StandIn(noise=0.05)).run()
     study = optuna.load_study(study_name="e2e", storage=space.storage)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     checked = 0
     for trial in study.trials:
         history = trial.user_attrs.get(EPOCHS_ATTR)
         cand = ResultsStore(space.storage).candidate("e2e", trial.number)
-        if not history or cand["duplicate_of"] is not None:
+        if not history or cand.duplicate_of is not None:
             continue
-        arch = Architecture(cand["architecture"])
+        arch = Architecture(cand.architecture)
         mean = [
             accuracy_after(arch, e, epochs)
             + (seed_noise(arch, 0, 0.05) + seed_noise(arch, 1, 0.05)) / 2

@@ -19,7 +19,7 @@ from se_search.events import SupernetEpoch, SupernetReady
 from se_search.models.arch import Architecture
 from se_search.models.blocks import GATES, SQUEEZES
 from se_search.models.surgery import build_backbone
-from se_search.space import SearchSpace, load_space
+from se_search.space import SearchSpace, learned_key, load_space
 from se_search.space.sampling import largest, random_architecture, smallest
 from se_search.storage.store import ResultsStore
 from se_search.testing.events import EventLog
@@ -137,10 +137,9 @@ def test_a_candidate_holds_exactly_the_supernets_sliced_weights() -> None:
 def test_per_ratio_se_weights_give_each_ratio_its_own_block() -> None:
     """``se_weights: per_ratio``: an option per variant and ratio, each with a full-width SE
     block of its ratio; a candidate still computes exactly what the supernet does for it."""
-    from se_search.evaluation.oneshot import supernet_key
-
     space = _space("resnet18", **{"evaluation.supernet.se_weights": "per_ratio"})
-    assert supernet_key(space) != supernet_key(_space("resnet18"))  # another checkpoint
+    other = _space("resnet18")
+    assert learned_key(space, "supernet") != learned_key(other, "supernet")  # another checkpoint
     supernet = _perturbed(Supernet(space))
     site = supernet.sites["layer2.1"]
     assert {"none", "standard:4", "standard:8", "pre:4", "pre:8"} <= set(site.options)
@@ -251,7 +250,7 @@ def test_oneshot_search_trains_the_supernet_once_and_reuses_its_checkpoint(
     assert len(ready) == 1 and ready[0].trained and Path(ready[0].path).is_file()
     assert len(events.of(SupernetEpoch)) == 1
     done = ResultsStore(space.storage).candidates("e2e", states=["complete"])
-    assert all(0 < c["accuracy"] <= 1 and c["epochs"] == 0 for c in done)
+    assert all(0 < c.accuracy <= 1 and c.epochs == 0 for c in done)
 
     # a resumed run loads the checkpoint instead of training again; scores agree
     events.clear()
@@ -261,8 +260,8 @@ def test_oneshot_search_trains_the_supernet_once_and_reuses_its_checkpoint(
     assert not events.of(SupernetEpoch)
     evaluator = Evaluator(space, artifacts=Path(ready[0].path).parent)
     first = done[0]
-    arch = Architecture(first["architecture"])
-    assert evaluator.evaluate(arch).metrics["accuracy"] == pytest.approx(first["accuracy"])
+    arch = Architecture(first.architecture)
+    assert evaluator.evaluate(arch).metrics["accuracy"] == pytest.approx(first.accuracy)
 
 
 # ------------------------------------------------------------------------ few-shot split
@@ -327,10 +326,11 @@ def test_a_split_site_that_is_not_selected_is_refused_with_the_fix() -> None:
 def test_the_split_leaves_the_supernets_key_and_its_copies_depend_on_their_epochs(
     tmp_path: Path,
 ) -> None:
-    from se_search.evaluation.oneshot import checkpoint_path, supernet_key
+    from se_search.evaluation.oneshot import checkpoint_path
 
     one = _split_space()
-    assert supernet_key(one) == supernet_key(_split_space(**{"evaluation.supernet.split": "none"}))
+    unsplit = _split_space(**{"evaluation.supernet.split": "none"})
+    assert learned_key(one, "supernet") == learned_key(unsplit, "supernet")
     longer = _split_space(**{"evaluation.supernet.split_epochs": 3})
     part = ("layer4.1", "post")
     assert checkpoint_path(tmp_path, one) == checkpoint_path(tmp_path, longer)

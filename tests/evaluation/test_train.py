@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from se_search.evaluation.data import make_loader
+from se_search.data.loaders import make_loader
 from se_search.evaluation.train import train_and_evaluate
 
 

@@ -109,6 +109,15 @@ def test_bad_weights_say_what_to_give(
         build_model(space, Architecture())
 
 
+def test_a_weights_name_for_a_model_torchvision_does_not_have_is_refused(
+    write_space: WriteSpace,
+) -> None:
+    text = "backbone: {model: resnet20, weights: IMAGENET1K_V1}\nchoices: {reduction: [16]}\n"
+    space = load_space(write_space(text))
+    with pytest.raises(BackboneError, match="resnet20 has no torchvision weights; give the path"):
+        build_model(space, Architecture())
+
+
 def test_checkpoint_of_another_model_is_refused(write_space: WriteSpace, tmp_path: Path) -> None:
     ckpt = tmp_path / "r50.pt"
     torch.save(get_model("resnet50", num_classes=10).state_dict(), ckpt)

@@ -17,7 +17,7 @@ from se_search.outputs.report import LABELS, site_heatmap, write_report
 from se_search.space import SearchSpace
 from se_search.storage.store import ResultsStore
 from se_search.testing.browser import headless_chromium, missing, open_and_wait
-from se_search.testing.dashboard import dashboard_process
+from se_search.testing.dashboard_process import dashboard_process
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -52,7 +52,7 @@ def test_dashboard_renders_the_pareto_front_with_objective_names(
     browser: Any, searched: SearchSpace
 ) -> None:
     store = ResultsStore(searched.storage)
-    done = [c for c in store.candidates("e2e") if c["state"] == "complete"]
+    done = [c for c in store.candidates("e2e") if c.state == "complete"]
     with dashboard_process(searched.storage) as server:
         plot = "document.getElementById('graph-pareto-front')"
         open_and_wait(browser, f"{server.url}/dashboard/studies/1", f"{plot} && {plot}.data")
@@ -63,7 +63,7 @@ def test_dashboard_renders_the_pareto_front_with_objective_names(
         )
         page = browser.find_element("tag name", "body").text
         errors = _errors(browser)
-    assert sorted(xs) == pytest.approx(sorted(c["accuracy"] for c in done))  # x: accuracy
+    assert sorted(xs) == pytest.approx(sorted(c.accuracy for c in done))  # x: accuracy
     assert "Objective X:\naccuracy" in page and "Objective Y:\nflops" in page
     assert history_axis == "accuracy"
     assert errors == []

@@ -3,6 +3,7 @@ medians and bands per group."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def test_every_study_is_measured_on_the_bounds_of_all(compared: str) -> None:
     everything = [r for s in STUDIES for r in data["rows"][s]]
     assert data["bounds"] == bounds(everything, objectives)
     for study in STUDIES:
-        trials = [c["trial_number"] for c in store.candidates(study, states=FINISHED)]
+        trials = [c.trial_number for c in store.candidates(study, states=FINISHED)]
         expected = hypervolume_by_trial(data["rows"][study], objectives, data["bounds"], trials)
         assert data["curves"][study] == pytest.approx(expected)
     for group in data["groups"].values():
@@ -85,16 +86,16 @@ def test_a_failed_trial_spends_no_budget(tmp_path: Path) -> None:
     def interrupted(arch, seeds, report):  # type: ignore[no-untyped-def]
         if next(calls) == 1:
             raise KeyboardInterrupt
-        return standin._train(arch, seeds, report)
+        return standin.strategy(arch, seeds, report)
 
     with pytest.raises(KeyboardInterrupt):
-        evaluator = Evaluator(spaces[0], train=interrupted, latency=standin._latency)
+        evaluator = partial(Evaluator, train=interrupted, latency=standin._latency)
         LocalEngine(spaces[0], evaluator=evaluator).run()
     for space in spaces:
-        LocalEngine(space, evaluator=StandIn()(space)).run()
+        LocalEngine(space, evaluator=StandIn()).run()
     store = ResultsStore(storage)
-    failed = [c["trial_number"] for c in store.candidates(studies[0], states=["failed"])]
-    finished = [c["trial_number"] for c in store.candidates(studies[0], states=FINISHED)]
+    failed = [c.trial_number for c in store.candidates(studies[0], states=["failed"])]
+    finished = [c.trial_number for c in store.candidates(studies[0], states=FINISHED)]
     assert failed == [1] and finished == [0, 2, 3, 4]
     data = comparison_data(storage, studies)
     assert [len(data["curves"][s]) for s in studies] == [4, 4]

@@ -19,9 +19,14 @@ from se_search.cli import app
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
 from se_search.storage.artifacts import optuna_artifacts_dir
-from se_search.storage.dashboard import VARIANT_COLOURS, artifact_store, cell_box, set_user_attrs
 from se_search.storage.store import ResultsStore
-from se_search.testing.dashboard import dashboard_process
+from se_search.storage.trial_records import (
+    VARIANT_COLOURS,
+    artifact_store,
+    cell_box,
+    set_user_attrs,
+)
+from se_search.testing.dashboard_process import dashboard_process
 
 
 def _get(app_: Any, path: str) -> bytes:
@@ -38,19 +43,19 @@ def test_trials_carry_attributes_and_a_placement_image(searched: SearchSpace) ->
     dash = wsgi(searched.storage, artifact_store=store)
     study = json.loads(_get(dash, "/api/studies/1"))
     sites = [s.name for s in searched.all_sites]
-    cands = {c["trial_number"]: c for c in ResultsStore(searched.storage).candidates("e2e")}
+    cands = {c.trial_number: c for c in ResultsStore(searched.storage).candidates("e2e")}
     assert len(study["trials"]) == 8
     for trial in study["trials"]:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         cand = cands[trial["number"]]
-        assert attrs["placement"] == cand["placement"] and attrs["strategy"] == "train"
-        assert float(attrs["flops"]) == cand["flops"] and attrs["arch_hash"] == cand["arch_hash"]
+        assert attrs["placement"] == cand.placement and attrs["strategy"] == "train"
+        assert float(attrs["flops"]) == cand.flops and attrs["arch_hash"] == cand.arch_hash
         assert "latency_ms" in attrs and "params" in attrs
         (artifact,) = trial["artifacts"]
         assert artifact["mimetype"] == "image/png"
         png = _get(dash, f"/artifacts/1/{trial['trial_id']}/{artifact['artifact_id']}")
         image = Image.open(io.BytesIO(png)).convert("RGB")
-        arch = Architecture(cand["architecture"])
+        arch = Architecture(cand.architecture)
         for site in sites:  # each cell is the colour of its site's variant
             left, _, _, bottom = cell_box(sites, site)
             corner = image.getpixel((left + 2, bottom - 3))  # clear of the label
@@ -84,7 +89,7 @@ def test_the_study_note_is_the_current_front(searched: SearchSpace) -> None:
     study = optuna.load_study(study_name="e2e", storage=searched.storage)
     body = json.loads(_get(wsgi(searched.storage), "/api/studies/1"))["note"]["body"]
     listed = {int(n) for n in re.findall(r"^\| (\d+) \|", body, flags=re.MULTILINE)}
-    front = {c["trial_number"] for c in ResultsStore(searched.storage).front("e2e")}
+    front = {c.trial_number for c in ResultsStore(searched.storage).front("e2e")}
     assert listed == front and front
     assert f"## Pareto front: {len(front)} member(s)" in body
     assert "se-search export --study e2e" in body

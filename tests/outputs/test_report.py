@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -18,13 +19,13 @@ runner = CliRunner()
 
 def test_site_heatmap_counts_variants_and_the_usual_ratio() -> None:
     sites = ["layer1.0", "layer1.1"]
-    front = [
-        {"architecture": {"layer1.0": "standard:16", "layer1.1": "pre:4"}},
-        {"architecture": {"layer1.0": "standard:8"}},
-        {"architecture": {"layer1.0": "standard:16", "layer1.1": "pre:8"}},
-        {"architecture": {}},
+    front = [  # what the heatmap reads of a front member's record
+        SimpleNamespace(architecture={"layer1.0": "standard:16", "layer1.1": "pre:4"}),
+        SimpleNamespace(architecture={"layer1.0": "standard:8"}),
+        SimpleNamespace(architecture={"layer1.0": "standard:16", "layer1.1": "pre:8"}),
+        SimpleNamespace(architecture={}),
     ]
-    heat = site_heatmap(front, sites)
+    heat = site_heatmap(front, sites)  # type: ignore[arg-type]
     col = {v: j for j, v in enumerate(heat["variants"])}
     assert heat["z"][0][col["standard"]] == 0.75 and heat["z"][0][col["none"]] == 0.25
     assert heat["ratios"][0][col["standard"]] == [16, 8]  # 16 twice, then 8
@@ -45,9 +46,9 @@ def test_report_is_one_offline_file_with_every_figure_and_the_front(
     assert len(figures) == 7
     front = ResultsStore(searched.storage).front("e2e")
     rows = re.findall(r'<tr data-trial="(\d+)" data-tie="(\d*)">', page)
-    assert sorted(int(n) for n, _ in rows) == sorted(c["trial_number"] for c in front)
+    assert sorted(int(n) for n, _ in rows) == sorted(c.trial_number for c in front)
     for c in front:
-        assert f"--trial {c['trial_number']} -o model.pt" in page
+        assert f"--trial {c.trial_number} -o model.pt" in page
     assert "layer4.1" in page  # the heatmap's sites
 
 

@@ -70,5 +70,5 @@ def test_a_two_trial_search_on_synthetic_data_finishes(name: str, tmp_path: Path
         summary = LocalEngine(space).run()
     assert summary.finished == 2 and summary.failed == 0
     cands = ResultsStore(storage).candidates(space.study_name, states=["complete"])
-    assert len(cands) == 2 and all(c["params"] > 0 and c["flops"] > 0 for c in cands)
-    assert cands[0]["summary"] == "none"  # the paper's reference comes first
+    assert len(cands) == 2 and all(c.params > 0 and c.flops > 0 for c in cands)
+    assert cands[0].summary == "none"  # the paper's reference comes first

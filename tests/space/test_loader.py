@@ -127,7 +127,7 @@ INVALID = {
     "unknown backbone": (
         "backbone: {model: resnet5}\n",
         "space.yaml:1: backbone.model: unknown backbone 'resnet5'",
-        "resnet18, resnet34",
+        "resnet164, resnet18, resnet20",
     ),
     "unknown variant": (
         "backbone: {model: resnet18}\nchoices:\n  variant: [none, sideways]\n",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace as Row
+
 import pytest
 
 from se_search.stats.hypervolume import hypervolume_history
@@ -10,14 +12,14 @@ from se_search.stats.hypervolume import hypervolume_history
 def test_hypervolume_history_on_normalised_objectives() -> None:
     objectives = {"accuracy": "max", "flops": "min"}
     rows = [
-        {"accuracy": 0.5, "flops": 10.0},  # worst corner after scaling: volume 0
-        {"accuracy": 1.0, "flops": 20.0},  # losses (0, 1): volume 0
-        {"accuracy": 0.75, "flops": 10.0},  # losses (0.5, 0): volume 0.5
-        {"accuracy": 1.0, "flops": 15.0},  # losses (0, 0.5): adds 0.25
+        Row(accuracy=0.5, flops=10.0),  # worst corner after scaling: volume 0
+        Row(accuracy=1.0, flops=20.0),  # losses (0, 1): volume 0
+        Row(accuracy=0.75, flops=10.0),  # losses (0.5, 0): volume 0.5
+        Row(accuracy=1.0, flops=15.0),  # losses (0, 0.5): adds 0.25
     ]
     assert hypervolume_history(rows, objectives) == pytest.approx([0.0, 0.0, 0.5, 0.75])
     three = {"accuracy": "max", "flops": "min", "latency_ms": "min"}
-    cube = [{"accuracy": a, "flops": f, "latency_ms": t} for a, f, t in [(0, 1, 1), (1, 0, 0)]]
+    cube = [Row(accuracy=a, flops=f, latency_ms=t) for a, f, t in [(0, 1, 1), (1, 0, 0)]]
     assert hypervolume_history(cube, three) == pytest.approx([0.0, 1.0])
 
 
@@ -25,9 +27,9 @@ def test_studies_share_one_normalisation_and_reference_point() -> None:
     from se_search.stats.hypervolume import bounds, hypervolume_by_trial
 
     objectives = {"accuracy": "max", "flops": "min"}
-    a = [{"trial_number": 0, "accuracy": 0.5, "flops": 10.0},
-         {"trial_number": 2, "accuracy": 1.0, "flops": 20.0}]  # fmt: skip
-    b = [{"trial_number": 1, "accuracy": 0.75, "flops": 30.0}]
+    a = [Row(trial_number=0, accuracy=0.5, flops=10.0),
+         Row(trial_number=2, accuracy=1.0, flops=20.0)]  # fmt: skip
+    b = [Row(trial_number=1, accuracy=0.75, flops=30.0)]
     scale = bounds(a + b, objectives)
     assert scale == {"accuracy": (0.5, 1.0), "flops": (10.0, 30.0)}
     # a: trial 0 is the worst accuracy (volume 0); from trial 2 on its front is

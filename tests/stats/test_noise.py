@@ -4,6 +4,7 @@ front, the cheapest member within noise, and the budget check."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 
@@ -36,9 +37,20 @@ def test_standard_error_from_own_seeds_or_from_the_floor() -> None:
     assert standard_error([0.5], None, 1) is None
 
 
-def _row(n: int, acc: float, se: float | None, flops: float, lat: float = 1.0) -> dict:
-    return {"trial_number": n, "accuracy": acc, "accuracy_se": se, "flops": flops,
-            "latency_ms": lat}  # fmt: skip
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """What the noise arithmetic reads of a front member (a candidate's record)."""
+
+    trial_number: int
+    accuracy: float | None
+    accuracy_se: float | None
+    flops: float
+    latency_ms: float
+    within_noise_of: int | None = None
+
+
+def _row(n: int, acc: float, se: float | None, flops: float, lat: float = 1.0) -> Row:
+    return Row(trial_number=n, accuracy=acc, accuracy_se=se, flops=flops, latency_ms=lat)
 
 
 def test_ties_and_the_cheapest_within_noise_match_a_hand_computation() -> None:
@@ -50,17 +62,18 @@ def test_ties_and_the_cheapest_within_noise_match_a_hand_computation() -> None:
     ]
     assert within_noise(front[0], front[1]) and not within_noise(front[1], front[2])
     assert ties(front, OBJECTIVES) == {1: 0, 3: 2}
-    marked = mark_ties([dict(r) for r in front], OBJECTIVES)
-    assert [r["within_noise_of"] for r in marked] == [None, 0, None, 2]
+    marked = mark_ties(front, OBJECTIVES)
+    assert [r.within_noise_of for r in marked] == [None, 0, None, 2]
+    assert [r.within_noise_of for r in front] == [None] * 4  # copies: the rows stay as read
     # the best is trial 3; trial 2 is within noise of it and cheaper; trial 1 is not
-    assert cheapest_within_noise(front, OBJECTIVES)["trial_number"] == 2
-    assert PICKS["cheapest-within-noise"](front, OBJECTIVES)["trial_number"] == 2
+    assert cheapest_within_noise(front, OBJECTIVES).trial_number == 2
+    assert PICKS["cheapest-within-noise"](front, OBJECTIVES).trial_number == 2
 
 
 def test_without_a_known_noise_nothing_ties_and_the_best_is_picked() -> None:
     front = [_row(0, 0.90, None, 10.0), _row(1, 0.901, None, 20.0)]
     assert ties(front, OBJECTIVES) == {}
-    assert cheapest_within_noise(front, OBJECTIVES)["trial_number"] == 1
+    assert cheapest_within_noise(front, OBJECTIVES).trial_number == 1
     with pytest.raises(ValueError, match="no cost"):
         cheapest_within_noise(front, {"accuracy": "max"})
 

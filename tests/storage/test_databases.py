@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from se_search.cli import app
 from se_search.engines.local import LocalEngine
-from se_search.engines.sampling import open_study
+from se_search.engines.optuna_study import open_study
 from se_search.space import load_space
 from se_search.stats.pareto import pareto_front
 from se_search.storage.store import ResultsStore
@@ -79,10 +79,10 @@ def test_store_contract(storage: str, request: pytest.FixtureRequest) -> None:
         )  # fmt: skip
     store.set_front(study, [(1, "a1")])
     store.set_front(study, [(0, "a0"), (1, "a1")])  # replaced, not appended
-    assert [c["trial_number"] for c in store.front(study)] == [0, 1]
-    assert store.trained_as(study, "a1")["accuracy"] == 0.9
+    assert [c.trial_number for c in store.front(study)] == [0, 1]
+    assert store.trained_as(study, "a1").accuracy == 0.9
     assert store.trained_as(study, "nope") is None
-    assert store.candidate(study, 0)["seconds"] >= 0
+    assert store.candidate(study, 0).seconds >= 0
     store.finish_run(run, "finished")
     assert store.latest_run(study).status == "finished"
     assert study in ResultsStore(storage, read_only=True).studies()
@@ -104,8 +104,8 @@ def test_search_end_to_end_on_postgresql(postgres_url: str, tmp_path: Path) -> N
     assert len(study.get_trials(states=[TrialState.COMPLETE])) == 3
     store = ResultsStore(postgres_url)
     done = store.candidates("pg-e2e", states=["complete"])
-    expected = {c["trial_number"] for c in pareto_front(done, space.objectives)}
-    assert {c["trial_number"] for c in store.front("pg-e2e")} == expected
+    expected = {c.trial_number for c in pareto_front(done, space.objectives)}
+    assert {c.trial_number for c in store.front("pg-e2e")} == expected
     shown = CliRunner().invoke(app, ["front", "--study", "pg-e2e", "--storage", postgres_url])
     assert shown.exit_code == 0 and "Pareto front of pg-e2e" in shown.stdout
 
@@ -133,8 +133,6 @@ def test_two_concurrent_runs_record_every_trial_once(storage: str, tmp_path: Pat
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= 4
     assert all(t.state != TrialState.RUNNING for t in trials)
     cands = ResultsStore(storage).candidates(study)
-    assert sorted(c["trial_number"] for c in cands) == [t.number for t in trials]  # once each
+    assert sorted(c.trial_number for c in cands) == [t.number for t in trials]  # once each
     state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}
-    assert {c["trial_number"]: c["state"] for c in cands} == {
-        t.number: state[t.state] for t in trials
-    }
+    assert {c.trial_number: c.state for c in cands} == {t.number: state[t.state] for t in trials}

@@ -99,8 +99,8 @@ def test_front_and_show_give_what_0_1_0_printed(old_db: str) -> None:
 
 def test_states_read_back_as_the_enum(old_db: str) -> None:
     rows = ResultsStore(old_db, read_only=True).candidates(STUDY)
-    assert {r["state"] for r in rows} == {CandidateState.COMPLETE}
-    assert all(isinstance(r["state"], CandidateState) for r in rows)
+    assert {r.state for r in rows} == {CandidateState.COMPLETE}
+    assert all(isinstance(r.state, CandidateState) for r in rows)
 
 
 def test_export_finds_the_moved_checkpoint_and_writes_its_weights(

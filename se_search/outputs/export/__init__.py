@@ -36,6 +36,7 @@ from se_search.outputs.export.safetensors_format import SAFETENSORS
 from se_search.outputs.export.state_dict import STATE_DICT
 from se_search.outputs.export.torchscript import TORCHSCRIPT
 from se_search.storage.results import Results
+from se_search.storage.rows import Candidate
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -235,30 +236,33 @@ def _checked_metadata(path: Path, exporter: Exporter) -> dict[str, Any]:
 
 
 def export_trial(
-    results: Results, record: dict[str, Any], *, fmt: str, path: Path, seed: int | None = None
+    results: Results, record: Candidate, *, fmt: str, path: Path, seed: int | None = None
 ) -> Path:
     """Write trial ``record`` of ``results`` (trained weights, or ``verify``'s; those of
     ``seed``, by default its first seed's) in ``fmt``, with the study, trial, seed and
     figures as metadata (``accuracy`` is the mean over seeds, ``seed_accuracy`` this
     seed's)."""
     backbone = results.space["backbone"]
-    seeds = record.get("seeds") or []
+    seeds = record.seeds or []
     chosen = seed if seed is not None else (seeds[0] if seeds else None)
-    own = dict(zip(seeds, record.get("seed_accuracies") or []))
+    own = dict(zip(seeds, record.seed_accuracies or []))
     metadata = {
         "study": results.study,
-        "trial": record["trial_number"],
-        **{k: record[k] for k in ("accuracy", "params", "flops", "latency_ms")},
-        "accuracy_se": record.get("accuracy_se"),
+        "trial": record.trial_number,
+        "accuracy": record.accuracy,
+        "params": record.params,
+        "flops": record.flops,
+        "latency_ms": record.latency_ms,
+        "accuracy_se": record.accuracy_se,
         "seed": chosen,
         "seeds": seeds,
-        "seed_accuracy": own.get(chosen),
+        "seed_accuracy": None if chosen is None else own.get(chosen),
     }
     return export_model(
         results.trained_model(record, seed=seed),
         backbone=backbone["model"],
         num_classes=backbone["num_classes"],
-        arch=Architecture(record["architecture"]),
+        arch=Architecture(record.architecture),
         image_size=results.space["data"]["image_size"],
         metadata=metadata,
         format=fmt,

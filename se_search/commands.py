@@ -38,6 +38,7 @@ FLAGS: dict[str, str] = {
     "top": "--top",
     "epochs": "--epochs",
     "seeds": "--seeds",
+    "split": "--split",
     "seed": "--seed",
     "group": "--group",
 }

@@ -129,20 +129,35 @@ def verify(
         int | None,
         typer.Option(flag("seeds"), min=1, help="Under this many seeds; default: the study's."),
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            flag("split"),
+            help="val: train and compare on the validation split; test: then also score the "
+            "verified front and the references on the held-out test split.",
+        ),
+    ] = "val",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verified trials as one JSON object.")
+    ] = False,
 ) -> None:
     """Train the top-K candidates and the references stand-alone (at --epochs, under
     --seeds); rank agreement with the search's scores, with a bootstrap interval, and the
-    front on verified accuracies. Running it again resumes."""
+    front on verified accuracies; with --split test, the front and references scored on the
+    test split. Running it again resumes."""
     from se_search.outputs.progress import SearchProgress
     from se_search.outputs.terminal import verified_table
-    from se_search.outputs.verify import agreement_line, reference_lines
+    from se_search.outputs.verify import agreement_line, reference_lines, report_json
     from se_search.outputs.verify import verify as run_verify
 
     results = _results(space, study, storage)
     report = run_verify(
-        results.storage, results.study, top=top, epochs=epochs, seeds=seeds,
+        results.storage, results.study, top=top, epochs=epochs, seeds=seeds, split=split,
         listener=SearchProgress(err_console),
     )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(report_json(report), indent=2))
+        return
     _print(
         verified_table(report.rows, title=f"verified candidates of {report.study}"),
         agreement_line(report),

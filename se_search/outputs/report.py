@@ -59,7 +59,7 @@ def site_heatmap(
     ``variants`` are the columns: the space's (``choices.variant``), or every variant.
     """
     variants = list(variants)
-    counts = {(s, v): [] for s in sites for v in variants}
+    counts: dict[tuple[str, str], list[int | None]] = {(s, v): [] for s in sites for v in variants}
     for member in front:
         arch = Architecture(member.architecture)
         for site in sites:
@@ -193,6 +193,7 @@ def build_report(storage: str, study: str) -> str:
     noise = results.noise()
     return env.get_template("report.html.j2").render(
         verified=verified,
+        tested=any(r.test_accuracy is not None for r in verified),
         agreement={"tau": tau, "rho": rho, "low": low, "high": high},
         noise_line=noise_line(noise),
         budget_warning=noise and noise.get("budget_warning"),

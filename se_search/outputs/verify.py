@@ -14,6 +14,13 @@ trusted; the *verified front* is the Pareto front of the verified candidates wit
 stand-alone accuracies, marked ``on_front`` in ``se_verified``, its ties marked as the
 search's front's are.
 
+With ``--split test`` (a data set with an official test split: the MNIST family, CIFAR, an
+image folder with ``test/``), the verified front and the references are then scored on the
+test split, every verified seed of each (their checkpoints kept), and the scores stored in
+``se_split_scores``: the test split scores what the validation split already chose; nothing
+is picked by it. Where a study's figures come from is said with each: ``searched`` and
+``stand-alone`` accuracies are validation top-1, ``test`` is the test split's.
+
 A training another study of the same database already verified is not done again: when
 that study trains the same way (:func:`training_key`: the same backbone, data and training
 settings) and has the architecture's seeds at this budget, their records (and checkpoints)
@@ -29,7 +36,8 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from se_search.errors import SpaceError
+from se_search.commands import flag
+from se_search.errors import SESearchError, SpaceError
 from se_search.events import Listener, VerifyDone, VerifyStarted, ignore
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, learned_key, space_from_json
@@ -37,9 +45,9 @@ from se_search.space.sampling import reference_architectures
 from se_search.stats.noise import pooled_sd, standard_error, ties
 from se_search.stats.pareto import pareto_front
 from se_search.stats.ranking import kendall_ci, rank_agreement
-from se_search.storage.artifacts import checkpoint_dir, save_checkpoints
+from se_search.storage.artifacts import checkpoint_dir, find_checkpoint, save_checkpoints
 from se_search.storage.database import StorageError, redact
-from se_search.storage.rows import Candidate, SeedResult
+from se_search.storage.rows import Candidate, SeedResult, SplitScore
 from se_search.storage.store import ResultsStore
 from se_search.storage.tables import CandidateState
 
@@ -68,6 +76,14 @@ class VerifyReport:
     sigma: float | None = None  # the noise of the stand-alone accuracies
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # where they land
     reused: list[int] = field(default_factory=list)  # copied from another study's verify
+    #: The test split's scores of the verified front and the references (``--split test``),
+    #: by trial: those rows carry ``test_accuracy``; empty otherwise.
+    tested: list[int] = field(default_factory=list)
+    test_sigma: float | None = None  # the noise of the test accuracies over seeds
+
+
+#: The splits ``verify`` scores on: validation (always), and the held-out test split.
+SPLITS = ("val", "test")
 
 
 def stand_alone(space: SearchSpace, *, epochs: int | None, seeds: int | None) -> SearchSpace:
@@ -160,11 +176,16 @@ def verify(
     top: int = 10,
     epochs: int | None = None,
     seeds: int | None = None,
+    split: str = "val",
     listener: Listener = ignore,
 ) -> VerifyReport:
     """Train the study's top ``top`` candidates and its references stand-alone; store and
-    compare."""
+    compare; with ``split="test"``, then score the verified front and the references on the
+    test split."""
     from se_search.evaluation.evaluator import Evaluator
+
+    if split not in SPLITS:
+        raise SESearchError(f"{flag('split')} {split!r}: use one of {', '.join(SPLITS)}")
 
     store = ResultsStore(storage, read_only=True)
     studies = store.studies()
@@ -182,6 +203,12 @@ def verify(
         artifacts=checkpoint_dir(space, storage),  # a self-pretrained backbone is there
     )
     budget = evaluator.space.evaluation.epochs
+    if split == "test" and evaluator.data.test is None:
+        raise StorageError(
+            f"--split test: data.dataset {space.data.dataset!r} of study {study!r} has no "
+            "test split; use a data set with an official test set (fashion-mnist, mnist, "
+            "kmnist, cifar10, cifar100) or an imagefolder with test/, or verify on val"
+        )
     folder = checkpoint_dir(space, storage) / "verified"
     done = {v.trial_number: v for v in store.verified(study)}
     done_seeds = store.seed_results(study, verified=True)
@@ -206,7 +233,8 @@ def verify(
             listener(VerifyStarted(trial=number, index=i, of=len(picked), arch=arch))
             result = evaluator.train(arch, wanted)
             runs, source = result.seed_results(), ""
-            keep = evaluator.space.evaluation.seeds
+            # every seed's weights when the test split will score them
+            keep = len(wanted) if split == "test" else evaluator.space.evaluation.seeds
             path = save_checkpoints(result.models, runs, folder, number, arch, keep=keep)
             trained.append(number)
         store.add_seed_results(study, number, runs, verified=True)
@@ -226,7 +254,47 @@ def verify(
         )
     report = summarise(store, space, trained)
     report.reused = reused
+    if split == "test":
+        score_on_test(store, report, evaluator, storage=storage, budget=budget)
+        report = summarise(store, space, trained)
+        report.reused = reused
     return report
+
+
+def score_on_test(
+    store: ResultsStore, report: VerifyReport, evaluator: Any, *, storage: str, budget: int
+) -> None:
+    """Score the verified front and the references on the test split, each verified seed
+    with a checkpoint at ``budget`` that has no test score yet; store the scores."""
+    import torch
+
+    from se_search.evaluation.train import scores
+    from se_search.space import build_model
+
+    setup, study = evaluator.setup, report.study
+    wanted = set(report.front) | {ref["trial"] for ref in report.references.values()}
+    have = store.split_scores(study, split="test", verified=True)
+    seeds = store.seed_results(study, verified=True)
+    rows = {r.trial_number: r for r in report.rows}
+    for number in sorted(wanted):
+        done = {(t.seed, t.epochs) for t in have.get(number, [])}
+        found = []
+        for record in seeds.get(number, []):
+            if record.epochs != budget or (record.seed, budget) in done:
+                continue
+            path = find_checkpoint(record.checkpoint, storage=storage, study=study)
+            if path is None:
+                continue  # its weights were not kept (an earlier verify at this budget)
+            model = build_model(evaluator.space, Architecture(rows[number].architecture),
+                                weights=False)  # fmt: skip
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.to(setup.device)
+            loader = setup.loader(setup.data.test, shuffle=False, seed=record.seed)
+            top1, nll = scores(model, loader, device=setup.device)
+            found.append(SplitScore(seed=record.seed, epochs=budget, split="test", top1=top1,
+                                    nll=nll))  # fmt: skip
+        if found:
+            store.add_split_scores(study, number, found, verified=True)
 
 
 def verified_rows(store: ResultsStore, study: str) -> tuple[list[Candidate], float | None]:
@@ -246,17 +314,36 @@ def verified_rows(store: ResultsStore, study: str) -> tuple[list[Candidate], flo
         for v in verified
     }  # fmt: skip
     sigma, _ = pooled_sd(list(runs.values()))
+    tests = _test_accuracies(store, study, {v.trial_number: v.epochs for v in verified})
+    test_sigma, _ = pooled_sd([list(t.values()) for t in tests.values()])
     rows = []
     for v in verified:
-        own = runs[v.trial_number]
+        own, test = runs[v.trial_number], tests.get(v.trial_number, {})
         row = replace(
             searched[v.trial_number], accuracy=v.accuracy, train_seconds=v.train_seconds,
             epochs=v.epochs, checkpoint=v.checkpoint, searched_accuracy=v.searched_accuracy,
             on_front=v.on_front, seed_accuracies=own,
             accuracy_se=standard_error(own, sigma, len(own) or 1),
         )  # fmt: skip
+        if test:
+            accuracies = list(test.values())
+            row = replace(
+                row, test_accuracy=statistics.fmean(accuracies), test_seeds=sorted(test),
+                test_accuracy_se=standard_error(accuracies, test_sigma, len(accuracies)),
+            )  # fmt: skip
         rows.append(row)
     return rows, sigma
+
+
+def _test_accuracies(
+    store: ResultsStore, study: str, budgets: dict[int, int]
+) -> dict[int, dict[int, float]]:
+    """Each verified trial's test top-1 by seed, at the budget it was verified at."""
+    return {
+        number: {t.seed: t.top1 for t in scored if t.epochs == budgets[number]}
+        for number, scored in store.split_scores(study, split="test", verified=True).items()
+        if number in budgets
+    }
 
 
 def summarise(
@@ -286,9 +373,16 @@ def summarise(
                     "accuracy_se": row.accuracy_se, "rank": place, "of": len(ranked),
                     "on_front": row.on_front,
                 }  # fmt: skip
+    tested = [r.trial_number for r in rows if r.test_accuracy is not None]
+    for ref in references.values():
+        ref["test_accuracy"] = next(
+            (r.test_accuracy for r in rows if r.trial_number == ref["trial"]), None
+        )
+    tests = _test_accuracies(store, study, {r.trial_number: r.epochs or 0 for r in rows})
+    test_sigma, _ = pooled_sd([list(t.values()) for t in tests.values()])
     return VerifyReport(
         study, rows, tau, rho, front, trained or [], kendall_ci(searched, verified), sigma,
-        references,
+        references, tested=tested, test_sigma=test_sigma,
     )  # fmt: skip
 
 
@@ -299,10 +393,12 @@ def reference_lines(report: VerifyReport) -> list[str]:
     for preset, ref in report.references.items():
         se = f" ± {ref['accuracy_se']:.4f}" if ref["accuracy_se"] is not None else ""
         gap = f", {best - ref['accuracy']:+.4f} from the best" if best is not None else ""
+        test = ref.get("test_accuracy")
         lines.append(
-            f"reference {preset} (trial {ref['trial']}): {ref['accuracy']:.4f}{se}, rank "
+            f"reference {preset} (trial {ref['trial']}): val {ref['accuracy']:.4f}{se}, rank "
             f"{ref['rank']} of {ref['of']}{gap}"
             f"{', on the verified front' if ref['on_front'] else ''}"
+            f"{f'; test {test:.4f}' if test is not None else ''}"
         )
     return lines
 
@@ -319,3 +415,41 @@ def agreement_line(report: VerifyReport) -> str:
         f"rank agreement over {len(report.rows)} candidates: Kendall tau "
         f"{report.kendall_tau:.3f}{interval}, Spearman rho {report.spearman_rho:.3f}{noise}"
     )
+
+
+def report_json(report: VerifyReport) -> dict[str, Any]:
+    """The report as JSON values, each accuracy named by the split it comes from."""
+    rows = [
+        {
+            "trial_number": r.trial_number,
+            "placement": r.placement,
+            "architecture": r.architecture,
+            "searched_val_accuracy": r.searched_accuracy,
+            "val_accuracy": r.accuracy,
+            "val_accuracy_se": r.accuracy_se,
+            "val_seed_accuracies": r.seed_accuracies,
+            "test_accuracy": r.test_accuracy,
+            "test_accuracy_se": r.test_accuracy_se,
+            "test_seeds": r.test_seeds,
+            "epochs": r.epochs,
+            "params": r.params,
+            "flops": r.flops,
+            "latency_ms": r.latency_ms,
+            "on_front": r.on_front,
+            "within_noise_of": r.within_noise_of,
+        }
+        for r in sorted(report.rows, key=lambda r: -(r.accuracy or 0.0))
+    ]
+    low, high = report.kendall_ci
+    return {
+        "study": report.study,
+        "splits": {"searched_val_accuracy": "val", "val_accuracy": "val", "test_accuracy": "test"},
+        "kendall_tau": report.kendall_tau,
+        "kendall_ci": [low, high],
+        "spearman_rho": report.spearman_rho,
+        "val_sigma": report.sigma,
+        "test_sigma": report.test_sigma,
+        "front": report.front,
+        "references": report.references,
+        "rows": rows,
+    }

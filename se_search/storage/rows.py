@@ -22,7 +22,7 @@ from typing import Any, TypedDict
 
 from se_search.storage.tables import CandidateState
 
-__all__ = ["Candidate", "Metrics", "Scored", "SeedResult", "Verified"]
+__all__ = ["Candidate", "Metrics", "Scored", "SeedResult", "SplitScore", "Verified"]
 
 
 class Metrics(TypedDict, total=False):
@@ -49,7 +49,7 @@ class Candidate:
     trial_number: int
     study_name: str
     run_id: int
-    architecture: dict[str, str]  # site -> choice (``Architecture(c.architecture)``)
+    architecture: dict[str, dict[str, Any]]  # site -> choice fields (``Architecture(...)``)
     arch_hash: str
     summary: str
     placement: str  # over every site of the backbone
@@ -79,18 +79,25 @@ class Candidate:
     seed_accuracies: list[float] | None = None  # in the order of ``seeds``
     accuracy_se: float | None = None  # the standard error of the mean accuracy
     noise_sigma: float | None = None  # the study's noise floor
+    nll: float | None = None  # the mean validation NLL over its seeds, where recorded
     # set on a front (mark_ties), by Results.trial, or on verify's rows
     within_noise_of: int | None = None  # the cheaper member its accuracy ties with
     on_front: bool | None = None
     #: On verify's rows, whose ``accuracy`` (``train_seconds``, ``epochs``, ``checkpoint``,
     #: ``seed_accuracies``) is the stand-alone training's: the search's accuracy.
     searched_accuracy: float | None = None
+    #: On verify's rows scored on the test split (``verify --split test``): the mean test
+    #: top-1 over the seeds scored, its standard error, and those seeds.
+    test_accuracy: float | None = None
+    test_accuracy_se: float | None = None
+    test_seeds: list[int] | None = None
 
     def to_dict(self, *, also: tuple[str, ...] = ()) -> dict[str, Any]:
         """The record as JSON values, as ``se-search front --format json`` and ``show
         --json`` print it: its columns, metrics and seed figures, then the marks named in
         ``also`` (``within_noise_of`` on a front, ``on_front`` for one trial)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _MARKS}
+        out["accuracy_split"] = "val"  # ``accuracy`` is validation top-1; test is apart
         out |= {name: getattr(self, name) for name in also}
         out["state"] = self.state.value
         out["started_at"] = str(self.started_at)
@@ -100,7 +107,10 @@ class Candidate:
 
 #: The fields :meth:`Candidate.to_dict` leaves out unless asked: marks whose None would
 #: read as "no" where they were never worked out.
-_MARKS = frozenset({"within_noise_of", "on_front", "searched_accuracy"})
+_MARKS = frozenset(
+    {"within_noise_of", "on_front", "searched_accuracy", "test_accuracy",
+     "test_accuracy_se", "test_seeds"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +138,18 @@ class SeedResult:
     history: list[float] | None  # validation accuracy after each epoch
     checkpoint: str | None
     source: str | None = None  # set by verify on another study's record: "<study> trial N"
+    nll: float | None = None  # the validation NLL, where it was recorded (se_split_scores)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitScore:
+    """One seed's trained network scored on a split: ``val`` or ``test``."""
+
+    seed: int
+    epochs: int
+    split: str
+    top1: float
+    nll: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,13 +1,15 @@
-"""Per-seed results and the run's noise floor in the results database (the
-``se_seed_results`` and ``se_noise`` tables), and the figures a candidate's record gets from
-them: its seeds' accuracies and the standard error of their mean.
+"""Per-seed results, their scores on each split and the run's noise floor in the results
+database (the ``se_seed_results``, ``se_split_scores`` and ``se_noise`` tables), and the
+figures a candidate's record gets from them: its seeds' accuracies, the standard error of
+their mean, and their mean validation NLL.
 
-A database written before these tables existed (schema version 2) reads as one without
-seeds or noise: every record then has one seed, and no standard error.
+A database written before these tables existed (schema version 2, 3) reads as one without
+seeds, noise or split scores: every record then has one seed, no standard error, no NLL.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence, Set
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -17,8 +19,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from se_search.stats.noise import standard_error
-from se_search.storage.rows import Candidate, SeedResult
-from se_search.storage.tables import CandidateModel, NoiseModel, SeedResultModel
+from se_search.storage.rows import Candidate, SeedResult, SplitScore
+from se_search.storage.tables import (
+    CandidateModel,
+    NoiseModel,
+    SeedResultModel,
+    SplitScoreModel,
+)
 
 __all__ = ["SeedRecords"]
 
@@ -60,6 +67,63 @@ class SeedRecords:
                 )
                 fields = {k: result.get(k) for k in _SEED_FIELDS}
                 s.add(SeedResultModel(candidate_id=cand.id, verified=verified, **fields))
+        val = [
+            SplitScore(seed=r["seed"], epochs=r["epochs"], split="val", top1=r["accuracy"],
+                       nll=r["nll"])
+            for r in results
+            if r.get("nll") is not None
+        ]  # fmt: skip
+        if val:
+            self.add_split_scores(study_name, trial_number, val, verified=verified)
+
+    def add_split_scores(
+        self,
+        study_name: str,
+        trial_number: int,
+        scores: Sequence[SplitScore],
+        *,
+        verified: bool = False,
+    ) -> None:
+        """Store (or replace) seeds' scores on a split (``verified``: of verify's trainings)."""
+        with self.session() as s:
+            cand = self._candidate(s, study_name, trial_number)
+            for score in scores:
+                s.execute(
+                    delete(SplitScoreModel).where(
+                        SplitScoreModel.candidate_id == cand.id,
+                        SplitScoreModel.seed == score.seed,
+                        SplitScoreModel.epochs == score.epochs,
+                        SplitScoreModel.verified.is_(verified),
+                        SplitScoreModel.split == score.split,
+                    )
+                )
+                s.add(SplitScoreModel(candidate_id=cand.id, verified=verified, seed=score.seed,
+                                      epochs=score.epochs, split=score.split, top1=score.top1,
+                                      nll=score.nll))  # fmt: skip
+
+    def split_scores(
+        self, study_name: str, *, split: str, verified: bool = False
+    ) -> dict[int, list[SplitScore]]:
+        """Each trial's seeds' scores on ``split``, by trial number, in seed order."""
+        if SplitScoreModel.__tablename__ in self.missing:
+            return {}
+        query = (
+            select(CandidateModel.trial_number, SplitScoreModel)
+            .join(SplitScoreModel, SplitScoreModel.candidate_id == CandidateModel.id)
+            .where(
+                CandidateModel.study_name == study_name,
+                SplitScoreModel.split == split,
+                SplitScoreModel.verified.is_(verified),
+            )
+            .order_by(CandidateModel.trial_number, SplitScoreModel.seed)
+        )
+        found: dict[int, list[SplitScore]] = {}
+        with self.session() as s:
+            for number, row in s.execute(query):
+                record = SplitScore(seed=row.seed, epochs=row.epochs, split=row.split,
+                                    top1=row.top1, nll=row.nll)  # fmt: skip
+                found.setdefault(number, []).append(record)
+        return found
 
     def seed_results(
         self, study_name: str, *, verified: bool = False
@@ -77,10 +141,17 @@ class SeedRecords:
             )
             .order_by(CandidateModel.trial_number, SeedResultModel.seed)
         )
+        nll = {
+            (number, score.seed, score.epochs): score.nll
+            for number, scores in self.split_scores(study_name, split="val",
+                                                    verified=verified).items()
+            for score in scores
+        }  # fmt: skip
         found: dict[int, list[SeedResult]] = {}
         with self.session() as s:
             for number, row in s.execute(query):
-                record = SeedResult(**{k: getattr(row, k) for k in _SEED_FIELDS})
+                record = SeedResult(**{k: getattr(row, k) for k in _SEED_FIELDS},
+                                    nll=nll.get((number, row.seed, row.epochs)))  # fmt: skip
                 found.setdefault(number, []).append(record)
         return found
 
@@ -147,6 +218,8 @@ class SeedRecords:
             number = row.duplicate_of if row.duplicate_of is not None else row.trial_number
             own = seeds.get(number, [])
             accuracies = [r.accuracy for r in own]
+            nlls = [r.nll for r in own if r.nll is not None]
+            nll = statistics.fmean(nlls) if own and len(nlls) == len(own) else None
             se = (
                 standard_error(accuracies, sigma, len(own) or 1)
                 if row.accuracy is not None and row.epochs
@@ -154,6 +227,6 @@ class SeedRecords:
             )
             annotated.append(
                 replace(row, seeds=[r.seed for r in own], seed_accuracies=accuracies,
-                        accuracy_se=se, noise_sigma=sigma)
+                        accuracy_se=se, noise_sigma=sigma, nll=nll)
             )  # fmt: skip
         return annotated

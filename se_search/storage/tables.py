@@ -50,16 +50,19 @@ __all__ = [
     "RunStatus",
     "SchemaVersionModel",
     "SeedResultModel",
+    "SplitScoreModel",
     "VerifiedModel",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Layouts this se-search reads. Each later one only adds tables, so an older database is
 #: upgraded in place when it is opened for writing, and read as it is otherwise.
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = (2, 3, 4)
 #: The tables each version added (an older database lacks them).
-ADDED_IN = {3: ("se_seed_results", "se_noise")}
+ADDED_IN = {3: ("se_seed_results", "se_noise"), 4: ("se_split_scores",)}
 
+#: A split's name: val, test.
+MAX_SPLIT_LENGTH = 8
 #: Study and space names (Optuna's own limit on a study name is 512).
 MAX_NAME_LENGTH = 512
 #: Architecture and space hashes (16 hex digits written; room for a full SHA-256).
@@ -279,6 +282,25 @@ class SeedResultModel(Base):
     history: Mapped[list[float] | None] = mapped_column(JSON)  # validation accuracy per epoch
     checkpoint: Mapped[str | None] = mapped_column(Text)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)  # trained by verify
+
+
+class SplitScoreModel(Base):
+    """One seed's trained network scored on a split of the data: ``val`` keeps its NLL beside
+    the top-1 of ``se_seed_results``; ``test`` (the official test split) is scored only by
+    ``verify --split test``, after the search and ``verify`` chose."""
+
+    __tablename__ = "se_split_scores"
+    __table_args__ = (UniqueConstraint("candidate_id", "seed", "epochs", "verified", "split"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("se_candidates.id", ondelete="CASCADE"), index=True
+    )
+    seed: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)  # trained by verify
+    split: Mapped[str] = mapped_column(String(MAX_SPLIT_LENGTH))  # val | test
+    top1: Mapped[float] = mapped_column(Float)
+    nll: Mapped[float | None] = mapped_column(Float)
 
 
 class NoiseModel(Base):

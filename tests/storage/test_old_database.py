@@ -55,12 +55,14 @@ def test_todays_tables_are_the_tables_of_0_1_0_plus_added_ones(old_db: str) -> N
 def test_read_only_leaves_it_as_it_is_and_writing_upgrades_it_in_place(old_db: str) -> None:
     before = _cli("front", "--study", STUDY, "--storage", old_db, "--format", "json")
     store = ResultsStore(old_db, read_only=True)
-    assert store.missing == set(ADDED_IN[3]) and store.noise(STUDY) is None
+    added = {name for names in ADDED_IN.values() for name in names}
+    assert store.missing == added and store.noise(STUDY) is None
     assert store.seed_results(STUDY) == {}
+    assert store.split_scores(STUDY, split="test") == {}
     assert _version(old_db) == 2  # nothing written
     ResultsStore(old_db)  # opened for writing: the new tables are added
-    assert _version(old_db) == SCHEMA_VERSION == 3
-    assert set(ADDED_IN[3]) <= set(inspect(create_engine(old_db)).get_table_names())
+    assert _version(old_db) == SCHEMA_VERSION == 4
+    assert added <= set(inspect(create_engine(old_db)).get_table_names())
     assert _cli("front", "--study", STUDY, "--storage", old_db, "--format", "json") == before
 
 
@@ -68,7 +70,7 @@ def test_a_newer_layout_is_refused(old_db: str) -> None:
     with create_engine(old_db).begin() as connection:
         connection.execute(text("UPDATE se_schema_version SET version = 99"))
     with pytest.raises(
-        StorageError, match="schema version 99, this se-search reads versions 2, 3"
+        StorageError, match="schema version 99, this se-search reads versions 2, 3, 4"
     ):
         ResultsStore(old_db, read_only=True)
 

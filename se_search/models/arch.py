@@ -29,6 +29,8 @@ __all__ = ["Architecture", "SEChoice", "resolve_architecture"]
 
 DEFAULT_SQUEEZE = "avg"
 DEFAULT_GATE = "sigmoid"
+#: What a placement token carries when its squeeze or gate is not the default.
+SQUEEZE_GATE_MARK = "*"
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,11 @@ class Architecture(Mapping[str, SEChoice]):
 
     __slots__ = ("_json", "_map")
 
-    def __init__(self, choices: Mapping[str, SEChoice | str | Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, choices: Mapping[str, SEChoice | str | Mapping[str, Any]] | None = None
+    ) -> None:
         items = {}
-        for site, value in dict(choices).items():
+        for site, value in dict(choices or {}).items():
             try:
                 choice = SEChoice.parse(value)
             except ArchitectureError as err:
@@ -211,7 +215,7 @@ class Architecture(Mapping[str, SEChoice]):
             if choice.adds_block:
                 token += str(choice.reduction)
                 if (choice.squeeze, choice.gate) != (DEFAULT_SQUEEZE, DEFAULT_GATE):
-                    token += "*"
+                    token += SQUEEZE_GATE_MARK
             stages.setdefault(site.rpartition(".")[0], []).append(token)
         return " | ".join(" ".join(tokens) for tokens in stages.values())
 

@@ -22,6 +22,7 @@ from se_search.display import (
     noise_line,
     rounded,
 )
+from se_search.models.arch import DEFAULT_GATE, DEFAULT_SQUEEZE, SQUEEZE_GATE_MARK
 from se_search.models.variants import VARIANTS
 from se_search.storage.rows import Candidate
 
@@ -44,10 +45,17 @@ COLUMNS = (
     "latency ms",
     "placement",
 )
+#: Every mark a front table prints, explained (a test checks that none is missing).
 LEGEND = (
-    "placement: one site each, S standard P pre O post I identity M inner + ratio, "
-    f"K kept, - none, | or a new line: stage; {TIE_MARK}: accuracy within noise of a "
-    f"cheaper member; {DISTURBED_MARK}: latency disturbed when measured twice"
+    "accuracy: validation top-1, ± the standard error of its mean; placement: one site "
+    "each, "
+    + ", ".join(f"{v.code} {name}" for name, v in VARIANTS.items() if v.adds_block)
+    + " + ratio, "
+    + ", ".join(f"{v.code} {name}" for name, v in VARIANTS.items() if not v.adds_block)
+    + f"; {SQUEEZE_GATE_MARK}: a squeeze or gate other than {DEFAULT_SQUEEZE} and "
+    f"{DEFAULT_GATE} (se-search show spells each site out); | or a new line: stage; "
+    f"{TIE_MARK}: accuracy within noise of a cheaper member; {DISTURBED_MARK}: latency "
+    "disturbed when measured twice"
 )
 
 
@@ -80,20 +88,31 @@ def front_table(rows: Sequence[Candidate], *, title: str, width: int | None = No
 
 
 def verified_table(rows: Sequence[Candidate], *, title: str) -> Table:
-    """Verified candidates: the search's accuracy beside the stand-alone one."""
+    """Verified candidates: the search's accuracy beside the stand-alone one (both on the
+    validation split), and the test split's where ``verify --split test`` scored them."""
+    tested = any(r.test_accuracy is not None for r in rows)
     table = Table(
         title=title,
         caption=f"*: on the verified front (stand-alone accuracy); {TIE_MARK}: within noise "
-        "of a cheaper front member",
-    )
-    headers = ("trial", "search acc", "stand-alone acc ± se", "epochs", "GMACs", "latency ms")
+        "of a cheaper front member; val: the validation split (held out of the training set)"
+        + ("; test: the official test split, scored after the front was chosen" if tested
+           else ""),
+    )  # fmt: skip
+    headers = ["trial", "search acc (val)", "stand-alone acc ± se (val)"]
+    headers += ["test acc ± se"] if tested else []
+    headers += ["epochs", "GMACs", "latency ms"]
     for header in (*headers, "placement"):
         table.add_column(header, justify="left" if header == "placement" else "right")
     for row in sorted(rows, key=lambda r: -(r.accuracy or 0)):
+        test = []
+        if tested:
+            test = ["-" if row.test_accuracy is None else
+                    f"{row.test_accuracy:.4f} ± {fmt(row.test_accuracy_se, '.4f')}"]  # fmt: skip
         table.add_row(
             f"{row.trial_number}{'*' if row.on_front else ''}",
             fmt(row.searched_accuracy, ".4f"),
             accuracy_cell(vars(row)),
+            *test,
             str(row.epochs),
             fmt(row.flops and row.flops / 1e9, ".4f"),
             fmt(row.latency_ms, ".3f"),
@@ -190,10 +209,13 @@ def trial_table(record: Candidate) -> list[Any]:
         title=f"trial {record.trial_number} of {record.study_name}: {record.state}"
         f"{' (on the front)' if record.on_front else ''}"
     )
-    table.add_column("site")
-    table.add_column("choice")
-    for site, choice in record.architecture.items():
-        table.add_row(site, str(SEChoice.parse(choice)))
+    for column in ("site", "variant", "ratio", "squeeze", "gate"):
+        table.add_column(column)
+    for site, text in record.architecture.items():
+        choice = SEChoice.parse(text)
+        ratio = "-" if choice.reduction is None else str(choice.reduction)
+        squeeze, gate = (choice.squeeze, choice.gate) if choice.adds_block else ("-", "-")
+        table.add_row(site, choice.variant, ratio, squeeze, gate)
     lines: list[Any] = [table]
     figures = {key: getattr(record, key) for key in TRIAL_FIELDS}
     lines += [f"{key:15s} {rounded(key, v)}" for key, v in figures.items() if v is not None]

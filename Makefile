@@ -31,9 +31,10 @@ test-latest:  ## the default suite on the newest releases the ranges allow, not 
 	$(LATEST)/bin/python tools/lockdiff.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -m "not slow"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (style, imports) and mypy (types) over the package
 	$(VENV)/bin/ruff check se_search tests benchmarks dashboards tools
 	$(VENV)/bin/ruff format --check se_search tests benchmarks dashboards tools
+	$(VENV)/bin/mypy
 
 # Re-resolve the lock to the newest releases the ranges allow (pip's own constraint file,
 # where the machine has one, caps what its wheel cache holds: torch here).

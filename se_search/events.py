@@ -13,7 +13,7 @@ an event carries are imported for type checking only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,6 +37,7 @@ __all__ = [
     "TrialDone",
     "TrialEpoch",
     "TrialFailed",
+    "TrialFields",
     "TrialHeld",
     "TrialPruned",
     "TrialRetried",
@@ -80,6 +81,14 @@ class _TrialEvent(Event):
     trial: int
     arch: Architecture
     placement: str  # arch.placement over every site of the backbone
+
+
+class TrialFields(TypedDict):
+    """The fields every event of one trial carries, to build each with ``**fields``."""
+
+    trial: int
+    arch: Architecture
+    placement: str
 
 
 @dataclass(**_EVENT)

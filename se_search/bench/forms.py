@@ -53,7 +53,7 @@ def _eager(model: nn.Module, x: torch.Tensor, workdir: Path) -> Runner:
 
 
 def _channels_last(model: nn.Module, x: torch.Tensor, workdir: Path) -> Runner:
-    net = model.to(x.device, memory_format=torch.channels_last).eval()
+    net = model.to(x.device).to(memory_format=torch.channels_last).eval()
     x = x.contiguous(memory_format=torch.channels_last)
     return lambda: net(x)
 
@@ -72,10 +72,12 @@ def _exported(model: nn.Module, fmt: str, x: torch.Tensor, workdir: Path) -> Pat
     path = workdir / f"{arch.hash}.{fmt}"  # batch-agnostic: exported once per run
     if path.exists():
         return path
+    classifier = model.get_submodule("fc")  # a ResNet-50's: the only backbone exported here
+    assert isinstance(classifier, nn.Linear)
     return export_model(
         model,
         backbone=BACKBONE,
-        num_classes=model.fc.out_features,
+        num_classes=classifier.out_features,
         arch=arch,
         image_size=x.shape[-1],
         metadata={},
@@ -133,7 +135,9 @@ FORMS: dict[str, Form] = {
 
 
 def _with_arch(model: nn.Module, arch: Architecture) -> nn.Module:
-    model.se_search_arch = arch  # what _exported needs to export it
+    # what _exported needs to export it; torch types a module's attributes as tensors and
+    # modules, but a plain one is fine (and survives the deepcopy each form runs on)
+    model.se_search_arch = arch  # type: ignore[assignment]
     return model
 
 

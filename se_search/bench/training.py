@@ -85,7 +85,7 @@ def _bare_loop(
 
     _, model = se_resnet50_pair(num_classes=10)
     fmt = memory_format(device)
-    model.to(device, memory_format=fmt).train()
+    model.to(device).to(memory_format=fmt).train()  # two steps: see training_epochs
     x = images.to(device, memory_format=fmt)
     y = labels.to(device)
     optimizer, _ = make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-5, steps=steps)

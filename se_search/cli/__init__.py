@@ -87,13 +87,13 @@ def _results(space: str | None, study: str | None, storage: str | None) -> Any:
     """Open a study's results from --space (its storage and study) or --study/--storage."""
     from se_search.storage.results import Results
 
-    if space is None and study is None:
-        raise SESearchError(f"give {flag('space')} FILE or {flag('study')} NAME")
     if space is not None:
         from se_search.space import load_space
 
         loaded = load_space(space)
         return Results(storage or loaded.storage, study or loaded.study_name)
+    if study is None:
+        raise SESearchError(f"give {flag('space')} FILE or {flag('study')} NAME")
     return Results(storage or DEFAULT_STORAGE, study)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -47,11 +47,24 @@ __all__ = [
 ]
 
 
-def _per_input_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+class _Profiled(Protocol):
+    """A module as thop profiles it: a rule adds its operations to ``total_ops``, the count
+    thop keeps on the module (set by thop, so no static type of the module knows it)."""
+
+    total_ops: int | torch.Tensor
+
+
+class _ProfiledSqueeze(_Profiled, Protocol):
+    """A :class:`Squeeze` as thop profiles it."""
+
+    mode: str
+
+
+def _per_input_element(m: _Profiled, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
     m.total_ops += x[0].numel()
 
 
-def _per_output_element(m: nn.Module, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+def _per_output_element(m: _Profiled, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
     m.total_ops += y.numel()
 
 
@@ -61,7 +74,7 @@ def squeeze_ops(mode: str, elements: int) -> int:
     return elements if SQUEEZES[mode].pools else 0
 
 
-def _squeeze(m: Squeeze, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+def _squeeze(m: _ProfiledSqueeze, x: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
     m.total_ops += squeeze_ops(m.mode, x[0].numel())
 
 
@@ -176,6 +189,7 @@ class CostTable:
         params, flops = self.existing.get(site, (0, 0))
         if not choice.adds_block:
             return -params, -flops
+        assert choice.reduction is not None  # every choice that adds a block has one
         seen_in, seen_out = self.shapes[site]
         _, height, width = seen_in if VARIANTS[choice.variant].sees == "in" else seen_out
         channels = self.sites[site].channels(choice.variant)

@@ -136,7 +136,7 @@ class LatencyLUT:
 
     def _open(self) -> Any:
         engine = open_engine(self.url)
-        table = LatencyEntryModel.__table__
+        table = Base.metadata.tables[LatencyEntryModel.__tablename__]
         try:
             retry_racing(lambda: Base.metadata.create_all(engine, tables=[table]))
         except SQLAlchemyError as err:

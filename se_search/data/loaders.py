@@ -99,7 +99,7 @@ class TensorLoader:
     def __len__(self) -> int:
         return -(-len(self.tensors[0]) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.tensors[0])
         order = None
         if self.shuffle:
@@ -110,10 +110,10 @@ class TensorLoader:
             else:
                 index = order[start : start + self.batch_size]
                 batch = tuple(t[index] for t in self.tensors)
+            images, labels = batch  # the data set's (images, labels)
             if self.pipeline is not None:
-                images = self.pipeline(batch[0], augment=self.augment, generator=self.draws)
-                batch = (images, *batch[1:])
-            yield batch
+                images = self.pipeline(images, augment=self.augment, generator=self.draws)
+            yield images, labels
 
 
 #: What :func:`make_loader` returns: both iterate ``(images, labels)`` batches and have a length.

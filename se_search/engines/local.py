@@ -25,6 +25,7 @@ from se_search.events import (
     Listener,
     RunStarted,
     TrialFailed,
+    TrialFields,
     TrialPruned,
     TrialStarted,
     ignore,
@@ -94,7 +95,7 @@ class LocalEngine:
         trial = self.study.ask()
         arch = sample_architecture(trial, self.space)
         previous = rec.start(trial, arch, node=rec.host)
-        info = {"trial": trial.number, "arch": arch, "placement": rec.placement(arch)}
+        info: TrialFields = {"trial": trial.number, "arch": arch, "placement": rec.placement(arch)}
         self.listener(TrialStarted(**info))
 
         def report(epoch: int, accuracy: float) -> None:

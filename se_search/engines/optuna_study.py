@@ -5,8 +5,8 @@ mapping between an architecture and a trial's parameters (a categorical per site
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import BaseTrial
@@ -44,7 +44,7 @@ SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     ),
     "random": lambda *, seed, population: optuna.samplers.RandomSampler(seed=seed),
 }
-DIRECTIONS = {"max": "maximize", "min": "minimize"}
+DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {"max": "maximize", "min": "minimize"}
 
 
 def open_storage(storage: str) -> optuna.storages.RDBStorage:
@@ -101,7 +101,7 @@ def make_sampler(space: SearchSpace, *, resumed_at: int = 0) -> optuna.samplers.
 def _param_axes(space: SearchSpace, site: Site) -> dict[str, list[Any]]:
     """Choice axes sampled at ``site``: its variants, and the ratio, squeeze and gate (an
     axis with one option is not a parameter, but variant and reduction always are)."""
-    axes = {
+    axes: dict[str, Sequence[str | int]] = {
         "variant": space.variants_at(site),
         "reduction": space.choices.reduction,
         "squeeze": space.choices.squeeze,

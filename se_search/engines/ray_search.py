@@ -30,6 +30,7 @@ from se_search.evaluation.evaluator import Evaluation
 from se_search.events import (
     TrialEpoch,
     TrialFailed,
+    TrialFields,
     TrialHeld,
     TrialPruned,
     TrialRetried,
@@ -54,9 +55,9 @@ def _ray_error(trial: Any) -> str:
     return lines[-1].strip() if lines else "the worker died"
 
 
-def _event_fields(running: dict[str, Any]) -> dict[str, Any]:
+def _event_fields(running: dict[str, Any]) -> TrialFields:
     """A running trial's fields that its events carry (not its ``previous`` record)."""
-    return {k: running[k] for k in ("trial", "arch", "placement")}
+    return {"trial": running["trial"], "arch": running["arch"], "placement": running["placement"]}
 
 
 #: What a searcher holds only while it runs in its driver: connections, the sampler (Optuna
@@ -73,6 +74,8 @@ class RecordingSearch(OptunaSearch):
     ``tally`` counts the trials that end and tells its listener; ``trials`` maps Tune's
     trial ids to its Trial objects (the :class:`TrialWatcher` fills it), for their errors.
     """
+
+    rec: StudyRecorder | None  # None in a searcher unpickled, until first used (_recorder)
 
     def __init__(
         self,
@@ -99,7 +102,8 @@ class RecordingSearch(OptunaSearch):
     def _attach(self, recorder: StudyRecorder, tally: RunTally, trials: dict[str, Any]) -> None:
         self.rec, self.tally, self.trials = recorder, tally, trials
         self._sampler, self._storage = recorder.study.sampler, recorder.rdb
-        self._ot_study = recorder.study
+        # OptunaSearch starts it as None, and mypy types it by that
+        self._ot_study = recorder.study  # type: ignore[assignment]
         self._ot_trials: dict[str, Any] = {}
         self._info: dict[str, dict[str, Any]] = {}  # by Tune trial id, while it runs
         # Copies of an architecture that another trial trains now, by that trial's number;
@@ -116,11 +120,14 @@ class RecordingSearch(OptunaSearch):
         self.__dict__.update(state)
         self.rec = None
 
-    def _reopen(self) -> None:
+    def _recorder(self) -> StudyRecorder:
+        """The study's recorder; a searcher unpickled reopens the study first."""
         if self.rec is None:
             recorder = StudyRecorder(self.space, _URLS.get(self.url, self.url))
             recorder.run_id = self.run_id  # the trials go on belonging to the same run
             self._attach(recorder, RunTally(), {})
+            return recorder
+        return self.rec
 
     def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -133,17 +140,18 @@ class RecordingSearch(OptunaSearch):
         return {
             "se_arch": arch.to_json(),
             "se_trial": trial.number,
-            "se_checkpoint_dir": str(self.rec.checkpoint_dir),
+            "se_checkpoint_dir": str(self._recorder().checkpoint_dir),
         }
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        self._reopen()
+    # Tune's Searcher types suggest without the Searcher.FINISHED its docs say it may return
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        rec = self._recorder()
         if self._ready:  # a held copy whose twin did not complete: trained after all
-            trial, arch, config = self._ready.pop(0)
+            trial, arch, held_config = self._ready.pop(0)
             self._ot_trials[trial_id] = trial
-            return self._launch(trial_id, trial, arch, config, previous=None)
+            return self._launch(trial_id, trial, arch, held_config, previous=None)
         while True:
-            planned = self.rec.finished() + len(self._info) + sum(map(len, self._held.values()))
+            planned = rec.finished() + len(self._info) + sum(map(len, self._held.values()))
             if planned >= self.target:  # held copies will finish the budget
                 return None if self._held else Searcher.FINISHED
             config = super().suggest(trial_id)
@@ -151,7 +159,7 @@ class RecordingSearch(OptunaSearch):
                 return None
             trial = self._ot_trials[trial_id]
             arch = Architecture(json.loads(config["se_arch"]))
-            previous = self.rec.start(trial, arch)
+            previous = rec.start(trial, arch)
             twin = None if previous is not None else self._in_flight(arch)
             if twin is None:
                 return self._launch(trial_id, trial, arch, config, previous=previous)
@@ -177,8 +185,8 @@ class RecordingSearch(OptunaSearch):
         self.tally.listener(TrialStarted(**info))
         return config
 
-    def _event_info(self, trial: Any, arch: Architecture) -> dict[str, Any]:
-        return {"trial": trial.number, "arch": arch, "placement": self.rec.placement(arch)}
+    def _event_info(self, trial: Any, arch: Architecture) -> TrialFields:
+        return {"trial": trial.number, "arch": arch, "placement": self._recorder().placement(arch)}
 
     def _in_flight(self, arch: Architecture) -> int | None:
         """The number of a trial training ``arch`` now, if any."""
@@ -193,7 +201,8 @@ class RecordingSearch(OptunaSearch):
         held = self._held.pop(twin, [])
         if not held:
             return
-        previous = self.rec.store.trained_as(self.space.study_name, held[0][1].hash)
+        rec = self._recorder()
+        previous = rec.store.trained_as(self.space.study_name, held[0][1].hash)
         if previous is None:  # the first copy trains it, the others wait for that one
             first, *others = held
             self._ready.append(first)
@@ -202,16 +211,16 @@ class RecordingSearch(OptunaSearch):
             return
         for trial, arch, _config in held:
             evaluation = reused_evaluation(arch, previous)
-            front = self.rec.complete(trial, evaluation, duplicate_of=previous.trial_number)
+            front = rec.complete(trial, evaluation, duplicate_of=previous.trial_number)
             self.tally.ended()
             info = self._event_info(trial, arch)
-            self.tally.listener(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.listener(rec.done_event(info, evaluation, front, previous))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        self._reopen()
+        rec = self._recorder()
         if not result.get("se_final"):
             epoch, accuracy = int(result["training_iteration"]), result["accuracy"]
-            self.rec.record_epoch(self._ot_trials[trial_id], epoch, accuracy)
+            rec.record_epoch(self._ot_trials[trial_id], epoch, accuracy)
             info = _event_fields(self._info[trial_id])
             self.tally.listener(
                 TrialEpoch(**info, epoch=epoch, accuracy=accuracy, node=result["node"],
@@ -221,7 +230,7 @@ class RecordingSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        self._reopen()
+        rec = self._recorder()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         self._completed_trials.add(trial_id)
@@ -233,8 +242,8 @@ class RecordingSearch(OptunaSearch):
         failed = bool(error or result.get("se_failed"))
         self.tally.ended(failed=failed)
         if failed:
-            reason = result.get("se_failed") if not error else _ray_error(tune_trial)
-            self.rec.fail(trial, info["arch"], reason, node=node)
+            reason: str = _ray_error(tune_trial) if error else result["se_failed"]
+            rec.fail(trial, info["arch"], reason, node=node)
             self.tally.listener(TrialFailed(**info, reason=reason))
         elif result.get("se_final"):
             metrics = json.loads(result["se_metrics"])
@@ -244,24 +253,24 @@ class RecordingSearch(OptunaSearch):
             )  # fmt: skip
             previous = running["previous"]
             if previous is None and metrics.get("epochs"):  # the history, like the local engine's
-                self.rec.record_epoch(trial, metrics["epochs"], metrics["accuracy"])
-            front = self.rec.complete(
+                rec.record_epoch(trial, metrics["epochs"], metrics["accuracy"])
+            front = rec.complete(
                 trial,
                 evaluation,
                 duplicate_of=previous.trial_number if previous else None,
                 checkpoint=result.get("se_checkpoint"),
                 node=node,
             )
-            self.tally.listener(self.rec.done_event(info, evaluation, front, previous))
+            self.tally.listener(rec.done_event(info, evaluation, front, previous))
         else:  # stopped by the scheduler after an intermediate report
             epoch = int(result["training_iteration"])
             reason = f"stopped by ASHA after epoch {epoch}"
-            self.rec.record_epoch(trial, epoch, result["accuracy"])  # Tune skipped its report
+            rec.record_epoch(trial, epoch, result["accuracy"])  # Tune skipped its report
             metrics = {"params": int(result["params"]), "flops": int(result["flops"])}
             if not math.isnan(result["latency_ms"]):
                 metrics["latency_ms"] = result["latency_ms"]
             metrics.update(accuracy=result["accuracy"], epochs=epoch)
-            self.rec.prune(trial, info["arch"], metrics, reason, node=node)
+            rec.prune(trial, info["arch"], metrics, reason, node=node)
             self.tally.listener(TrialPruned(**info, reason=reason))
         self._release(trial.number)
 

@@ -94,7 +94,7 @@ class RayEngine:
             ray.init(
                 address=self.address,
                 include_dashboard=False,
-                logging_level="WARNING",
+                logging_level=logging.WARNING,
                 log_to_driver=False,
             )
         except ConnectionError as err:
@@ -118,7 +118,7 @@ class RayEngine:
             if stop.rule == "asha"
             else FIFOScheduler()
         )
-        resources = {k: v for k, v in cfg.resources.items() if v}
+        resources: dict[str, float] = {k: v for k, v in cfg.resources.items() if v}
         trainable = tune.with_resources(
             tune.with_parameters(
                 evaluate_trial,

@@ -30,7 +30,7 @@ from se_search.engines.optuna_study import architecture_params, open_storage, op
 from se_search.engines.run_noise import update_noise
 from se_search.evaluation.evaluator import Evaluation, Evaluator
 from se_search.evaluation.stopping import EPOCHS_ATTR
-from se_search.events import LatencyChecked, Listener, TrialDone
+from se_search.events import LatencyChecked, Listener, TrialDone, TrialFields
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
 from se_search.space.sampling import reference_architectures
@@ -194,7 +194,7 @@ class StudyRecorder:
 
     @staticmethod
     def done_event(
-        info: dict[str, Any],
+        info: TrialFields,
         evaluation: Evaluation,
         front: list[Candidate],
         previous: Candidate | None,
@@ -262,7 +262,7 @@ class StudyRecorder:
         self._annotate(trial, evaluation.arch, evaluation.metrics)
         for key, value in evaluation.violations.items():
             trial.set_constraint(key, value)
-        self.study.tell(trial, evaluation.values(dict(self.space.objectives)))
+        self.study.tell(trial, evaluation.values(self.space.objectives))
         self._finish(
             trial, CandidateState.COMPLETE, node, metrics=evaluation.metrics,
             duplicate_of=duplicate_of, checkpoint=checkpoint,
@@ -354,7 +354,7 @@ class StudyRecorder:
         if note_key != self._note_key:  # the study's note follows the front and its noise
             self._note_key = note_key
             rows = mark_ties(self.store.annotate(self.study_name, front), self.space.objectives)
-            note = front_note(rows, dict(self.space.objectives), self.study_name,
+            note = front_note(rows, self.space.objectives, self.study_name,
                               redact(self.storage), noise)  # fmt: skip
             optuna_dashboard.save_note(self.study, note)
         if self.space.search.checkpoints == "front":

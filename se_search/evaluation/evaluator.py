@@ -40,6 +40,7 @@ from se_search.models.backbones import get_backbone
 from se_search.models.surgery import SELF_WEIGHTS
 from se_search.space import SearchSpace, build_model
 from se_search.space.sampling import reference_architectures
+from se_search.stats.objectives import Objectives
 
 __all__ = ["WORST", "Evaluation", "Evaluator", "EvaluatorFactory"]
 
@@ -63,7 +64,7 @@ class Evaluation:
         """The first seed's trained model (what a checkpoint keeps when there is one)."""
         return self.models[0] if self.models else None
 
-    def values(self, objectives: dict[str, str]) -> list[float]:
+    def values(self, objectives: Objectives) -> list[float]:
         """Objective values in ``objectives`` order, for Optuna."""
         return [
             self.metrics[k] if self.metrics.get(k) is not None else WORST[d]

@@ -59,6 +59,7 @@ class SlimmableSE(SqueezeExcite):
         self.hidden = self.fc1.out_channels
 
     def activate(self, choice: SEChoice) -> None:
+        assert choice.reduction is not None  # an SE option runs only choices that add a block
         self.hidden = squeeze_width(self.channels, choice.reduction)
         self.set_squeeze(choice.squeeze)
         if type(self.gate) is not GATES[choice.gate]:

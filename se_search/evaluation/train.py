@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -194,8 +194,11 @@ def training_epochs(
         Diverged: when the loss of an epoch is NaN or infinite.
     """
     fmt = memory_format(device)
-    model.to(device, memory_format=fmt)
-    net = torch.compile(model) if compile else model
+    # in two steps: Module.to is typed for a device or a memory format, not both at once
+    model.to(device).to(memory_format=fmt)
+    # torch.compile types its result as the callable it is given; a module's is a module (an
+    # OptimizedModule wrapping it), which the step, the average and the score take
+    net = cast(nn.Module, torch.compile(model)) if compile else model
     batches = len(train_loader)  # type: ignore[arg-type]
     optimizer, schedule = make_optimizer(
         model, lr=lr, momentum=momentum, weight_decay=weight_decay, steps=epochs * batches

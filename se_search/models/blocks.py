@@ -148,6 +148,8 @@ class PointwiseConv(nn.Conv2d):
     #: squeeze, which knows before any forward (a branch on the map's size would make
     #: ``torch.jit.trace`` warn at every block).
     per_pixel: bool = False
+    #: Always there (``bias=True``), where a ``Conv2d``'s may be None.
+    bias: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size=1, bias=True)

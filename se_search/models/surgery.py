@@ -36,12 +36,17 @@ SEInit = Literal["default", "identity"]
 
 
 class BackboneConfig(Protocol):
-    """What builds a backbone: a space's ``backbone`` section has these fields."""
+    """What builds a backbone: a space's ``backbone`` section has these fields (read-only
+    here, so a section whose ``source`` is a ``Literal`` fits)."""
 
-    model: str
-    source: str  # torchvision or timm
-    num_classes: int
-    weights: str | None
+    @property
+    def model(self) -> str: ...
+    @property
+    def source(self) -> str: ...  # torchvision or timm
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def weights(self) -> str | None: ...
 
 
 #: ``backbone.weights: self``: weights se-search trains on the data set itself (see
@@ -102,6 +107,7 @@ def se_block(site: Site, choice: SEChoice, *, init: SEInit = "default") -> Squee
     started as ``init`` says (see :func:`insert_se`)."""
     if not choice.adds_block:
         return None
+    assert choice.reduction is not None  # every choice that adds a block has one
     try:
         se = SqueezeExcite(
             site.channels(choice.variant),
@@ -161,6 +167,7 @@ def _classifier_prefix(model: nn.Module) -> str | None:
 
 
 def _read_state_dict(spec: BackboneConfig) -> dict[str, torch.Tensor]:
+    assert spec.weights is not None  # build_backbone loads weights only where there are some
     path = Path(spec.weights).expanduser()
     if path.is_file():
         try:

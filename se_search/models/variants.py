@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,13 +51,17 @@ class ResidualParts:
     into the addition: :class:`ChannelScale` with ``add=b, out=into`` where ``into`` is the
     fresh one of ``a`` and ``b``. Where it is given, the ``standard`` and ``identity`` variants
     cost no extra pass over the feature map for their scale.
+
+    The first argument is typed ``Any``: the ResidualSE holds the block's children only at
+    runtime, so no static type knows them; each family types it by what its functions read
+    (a ``Protocol`` of the block's children).
     """
 
-    branch: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-    shortcut: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-    join: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    branch: Callable[[Any, torch.Tensor], torch.Tensor]
+    shortcut: Callable[[Any, torch.Tensor], torch.Tensor]
+    join: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
     scaled_join: (
-        Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+        Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
         | None
     ) = None
 

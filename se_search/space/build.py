@@ -62,4 +62,4 @@ def zero_init_residual(model: nn.Module, space: SearchSpace) -> None:
         for site in space.all_sites:
             norm = family.last_norm(model.get_submodule(site.name))
             if norm is not None:
-                norm.weight.zero_()
+                norm.get_parameter("weight").zero_()

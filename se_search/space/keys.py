@@ -39,7 +39,7 @@ LEARNED: dict[str, Fields] = {
 }
 
 #: Each kind of key: the settings it hashes on top of :data:`LEARNED`.
-KEYS: dict[str, dict[str, Fields]] = {
+KEYS: dict[str, Fields] = {
     # backbone.weights: self, pretrained on the data set for pretrain_epochs
     "backbone": {"evaluation": dict.fromkeys(("pretrain_epochs",))},
     # the oneshot supernet: every option of the space, trained together (a few-shot split's
@@ -67,8 +67,11 @@ def digest(shape: Any) -> str:
 def _merged(a: Fields, b: Fields) -> dict[str, Any]:
     out: dict[str, Any] = dict(a)
     for name, sub in b.items():
-        both = isinstance(out.get(name), Mapping) and isinstance(sub, Mapping)
-        out[name] = _merged(out[name], sub) if both else sub
+        mine = out.get(name)
+        if isinstance(mine, Mapping) and isinstance(sub, Mapping):
+            out[name] = _merged(mine, sub)
+        else:
+            out[name] = sub
     return out
 
 

@@ -231,7 +231,8 @@ def _check_variants(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
 def _check_strategy(space: SearchSpace) -> list[tuple[tuple[Any, ...], str]]:
     if not space.evaluation.traits.from_weights:
         return []
-    strategy, problems = space.evaluation.strategy, []
+    strategy = space.evaluation.strategy
+    problems: list[tuple[tuple[Any, ...], str]] = []
     if space.backbone.weights is None:
         problems.append(
             (

@@ -11,9 +11,10 @@ interquartile range after each trial. Rows are records with the objectives (and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from se_search.stats.objectives import Objectives
 from se_search.stats.pareto import pareto_front
 from se_search.stats.spread import quartiles
 
@@ -30,7 +31,7 @@ class Numbered(Protocol):
     def trial_number(self) -> int: ...
 
 
-def bounds(rows: Iterable[object], objectives: Mapping[str, str]) -> Bounds:
+def bounds(rows: Iterable[object], objectives: Objectives) -> Bounds:
     """Each objective's lowest and highest value over ``rows`` (of one study, or all)."""
     rows = list(rows)
     return {
@@ -38,7 +39,7 @@ def bounds(rows: Iterable[object], objectives: Mapping[str, str]) -> Bounds:
     }
 
 
-def _losses(row: object, objectives: Mapping[str, str], scale: Bounds) -> list[float]:
+def _losses(row: object, objectives: Objectives, scale: Bounds) -> list[float]:
     """``row`` in normalised objective space: 0 best, 1 worst on each axis."""
     out = []
     for k, direction in objectives.items():
@@ -48,13 +49,13 @@ def _losses(row: object, objectives: Mapping[str, str], scale: Bounds) -> list[f
     return out
 
 
-def _front_volume(rows: Sequence[object], objectives: Mapping[str, str], scale: Bounds) -> float:
+def _front_volume(rows: Sequence[object], objectives: Objectives, scale: Bounds) -> float:
     points = [_losses(r, objectives, scale) for r in pareto_front(rows, objectives)]
     return _volume(points, [1.0] * len(objectives))
 
 
 def hypervolume_history(
-    rows: Sequence[object], objectives: Mapping[str, str], scale: Bounds | None = None
+    rows: Sequence[object], objectives: Objectives, scale: Bounds | None = None
 ) -> list[float]:
     """Hypervolume of the front after each of ``rows`` in turn (two or three objectives),
     normalised over ``scale`` (default: the rows' own bounds)."""
@@ -63,7 +64,7 @@ def hypervolume_history(
 
 
 def hypervolume_by_trial(
-    rows: Sequence[Numbered], objectives: Mapping[str, str], scale: Bounds, trials: Iterable[int]
+    rows: Sequence[Numbered], objectives: Objectives, scale: Bounds, trials: Iterable[int]
 ) -> list[float]:
     """The hypervolume after each of ``trials`` (trial numbers): of the front of the rows
     whose ``trial_number`` is at most that. Give the finished trials, which are what

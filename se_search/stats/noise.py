@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import Field, replace
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from se_search.stats.objectives import Objectives
+
 __all__ = [
     "budget_warning",
     "cheapest_within_noise",
@@ -86,12 +88,12 @@ def within_noise(a: NoisyRow, b: NoisyRow) -> bool:
     return abs(a.accuracy - b.accuracy) < 2 * math.hypot(a.accuracy_se, b.accuracy_se)
 
 
-def cost_objective(objectives: Mapping[str, str]) -> str | None:
+def cost_objective(objectives: Objectives) -> str | None:
     """The first objective that is a cost (minimised): what "cheaper" means on a front."""
     return next((k for k, d in objectives.items() if k != "accuracy" and d == "min"), None)
 
 
-def ties(front: Sequence[NoisyRow], objectives: Mapping[str, str]) -> dict[int, int]:
+def ties(front: Sequence[NoisyRow], objectives: Objectives) -> dict[int, int]:
     """``{trial: cheaper trial}`` for every front member whose accuracy is within noise of
     a member cheaper on the first cost objective (the cheapest such one)."""
     cost = cost_objective(objectives)
@@ -114,14 +116,14 @@ def ties(front: Sequence[NoisyRow], objectives: Mapping[str, str]) -> dict[int, 
     return marked
 
 
-def mark_ties(front: Sequence[S], objectives: Mapping[str, str]) -> list[S]:
+def mark_ties(front: Sequence[S], objectives: Objectives) -> list[S]:
     """The members with ``within_noise_of`` set: the cheaper member each one's accuracy is
     within noise of (:func:`ties`), or None."""
     marked = ties(front, objectives)
     return [replace(row, within_noise_of=marked.get(row.trial_number)) for row in front]
 
 
-def cheapest_within_noise(front: Sequence[S], objectives: Mapping[str, str]) -> S:
+def cheapest_within_noise(front: Sequence[S], objectives: Objectives) -> S:
     """The member cheapest on the first cost objective among those within noise of the most
     accurate (the most accurate itself when the noise is unknown)."""
     cost = cost_objective(objectives)

@@ -7,17 +7,18 @@ A row is any record with the objectives as attributes (a candidate's record, in 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from se_search.stats.noise import cheapest_within_noise
+from se_search.stats.objectives import Objectives
 
 __all__ = ["PICKS", "pareto_front", "pick"]
 
 R = TypeVar("R")
 
 
-def _as_min(row: object, objectives: Mapping[str, str]) -> tuple[float, ...]:
+def _as_min(row: object, objectives: Objectives) -> tuple[float, ...]:
     values = ((getattr(row, k), d) for k, d in objectives.items())
     return tuple(v if d == "min" else -v for v, d in values)
 
@@ -26,7 +27,7 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def pareto_front(rows: Sequence[R], objectives: Mapping[str, str]) -> list[R]:
+def pareto_front(rows: Sequence[R], objectives: Objectives) -> list[R]:
     """The rows no other row dominates, in their original order.
 
     ``objectives`` maps an attribute to ``min`` or ``max``. Rows with equal values are all
@@ -40,7 +41,7 @@ def pareto_front(rows: Sequence[R], objectives: Mapping[str, str]) -> list[R]:
     ]
 
 
-def _knee(front: Sequence[R], objectives: Mapping[str, str]) -> R:
+def _knee(front: Sequence[R], objectives: Objectives) -> R:
     """The member whose relative losses against the best of each objective are smallest.
 
     A member's loss on an objective is ``|x - best| / |best|`` (Euclidean norm over the
@@ -58,7 +59,7 @@ def _knee(front: Sequence[R], objectives: Mapping[str, str]) -> R:
 
 
 def _extreme(key: str, best: Callable[..., Any]) -> Callable[..., Any]:
-    def choose(front: Sequence[R], objectives: Mapping[str, str]) -> R:
+    def choose(front: Sequence[R], objectives: Objectives) -> R:
         usable = [r for r in front if getattr(r, key) is not None]
         if not usable:
             raise ValueError(f"no front member has a {key} value")
@@ -68,7 +69,7 @@ def _extreme(key: str, best: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: How ``se-search export --pick`` chooses one member of a front.
-PICKS: dict[str, Callable[[Sequence[Any], Mapping[str, str]], Any]] = {
+PICKS: dict[str, Callable[[Sequence[Any], Objectives], Any]] = {
     "knee": _knee,
     "max-accuracy": _extreme("accuracy", max),
     "min-latency": _extreme("latency_ms", min),
@@ -78,7 +79,7 @@ PICKS: dict[str, Callable[[Sequence[Any], Mapping[str, str]], Any]] = {
 }
 
 
-def pick(name: str, front: Sequence[R], objectives: Mapping[str, str]) -> R:
+def pick(name: str, front: Sequence[R], objectives: Objectives) -> R:
     if name not in PICKS:
         raise ValueError(f"unknown pick {name!r}; choose one of {', '.join(PICKS)}")
     if not front:

@@ -23,6 +23,7 @@ from se_search.commands import command
 from se_search.display import accuracy_cell, fmt, latency_cell, noise_line
 from se_search.models.arch import Architecture
 from se_search.models.variants import VARIANTS
+from se_search.stats.objectives import Objectives
 from se_search.storage.rows import Candidate
 
 __all__ = [
@@ -185,7 +186,7 @@ def upload_placement(
 
 def front_note(
     front: Sequence[Candidate],
-    objectives: dict[str, str],
+    objectives: Objectives,
     study: str,
     storage: str,
     noise: dict[str, Any] | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ __all__ = [
     "PlainFamily",
     "Site",
     "append_se",
+    "conv_at",
     "replace_submodule",
 ]
 
@@ -103,6 +103,17 @@ def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def conv_at(module: nn.Module, name: str) -> nn.Conv2d:
+    """The ``nn.Conv2d`` at dotted ``name`` in ``module``, whose widths a family reads."""
+    conv = module.get_submodule(name)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(
+            f"expected an nn.Conv2d at {name!r} of {type(module).__name__}, got "
+            f"{type(conv).__name__}: the family's adapter does not fit this model"
+        )
+    return conv
+
+
 class _AppendSE:
     """Mixed into a module's own class: its forward, then the SE block ``se`` on the output."""
 
@@ -122,10 +133,17 @@ def _unpickle_with_se(base: type[nn.Module]) -> nn.Module:
     return cls.__new__(cls)
 
 
-@functools.cache
+#: Each class's subclass that appends an SE block, made on first use. (A dict, not
+#: ``functools.cache``: mypy takes a ``type[...]`` argument for unhashable, python/mypy#20409.)
+_WITH_SE: dict[type[nn.Module], type[nn.Module]] = {}
+
+
 def _with_se(cls: type[nn.Module]) -> type[nn.Module]:
     """The subclass of ``cls`` that appends an SE block (one per class)."""
-    return type(f"{cls.__name__}WithSE", (_AppendSE, cls), {"__module__": cls.__module__})
+    if cls not in _WITH_SE:
+        bases = (_AppendSE, cls)
+        _WITH_SE[cls] = type(f"{cls.__name__}WithSE", bases, {"__module__": cls.__module__})
+    return _WITH_SE[cls]
 
 
 def append_se(module: nn.Module, se: SqueezeExcite) -> nn.Module:
@@ -228,20 +246,23 @@ class ExistingSEFamily(BackboneFamily):
             f"the site is the backbone's own SE block, {self.where}: it can be kept, "
             "removed (none) or replaced at the same place (standard)"
         )
-        return [
-            Site.of(
-                name,
-                type(module).__name__,
-                module.fc1.in_channels,
-                module.fc1.in_channels,
-                {"keep": module.fc1.in_channels, "standard": module.fc1.in_channels},
-                existing=True,
-                act=self.hidden_act(module),
-                note=note,
-            )
-            for name, module in model.named_modules()
-            if isinstance(module, classes)
-        ]
+        sites = []
+        for name, module in model.named_modules():
+            if isinstance(module, classes):
+                width = conv_at(module, "fc1").in_channels
+                sites.append(
+                    Site.of(
+                        name,
+                        type(module).__name__,
+                        width,
+                        width,
+                        {"keep": width, "standard": width},
+                        existing=True,
+                        act=self.hidden_act(module),
+                        note=note,
+                    )
+                )
+        return sites
 
     def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
         if variant == "keep":

@@ -48,6 +48,10 @@ def _stage(
 class CifarResNet(nn.Module):
     """A ResNet for 32x32 inputs, with torchvision's module names less ``maxpool``/``layer4``."""
 
+    layer1: nn.Sequential  # the stages, added by name in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         block: type[BasicBlock | Bottleneck],

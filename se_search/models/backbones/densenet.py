@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torchvision.models import get_model
-from torchvision.models.densenet import _DenseBlock
+from torchvision.models.densenet import _DenseBlock, _DenseLayer
 
 from se_search.models.backbones import register_backbone
 from se_search.models.backbones.base import PLAIN, PlainFamily, Site
@@ -61,7 +61,7 @@ class DenseBlockSE(_DenseBlock):
         return self.se(torch.cat(features, 1))
 
 
-def _dense_layers(block: nn.ModuleDict) -> list[nn.Module]:
+def _dense_layers(block: nn.ModuleDict) -> list[_DenseLayer]:
     return [layer for name, layer in block.items() if name != "se"]
 
 

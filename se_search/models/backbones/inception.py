@@ -49,7 +49,7 @@ from torchvision.models.inception import (
 )
 
 from se_search.models.backbones import register_backbone
-from se_search.models.backbones.base import PLAIN, PlainFamily, Site
+from se_search.models.backbones.base import PLAIN, PlainFamily, Site, conv_at
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def _module_class(module: nn.Module) -> type[nn.Module] | None:
 
 def _channels(module: nn.Module, layout: _Layout) -> tuple[int, int]:
     """``(in, out)`` channels of an Inception module, from its convs' attributes."""
-    in_channels = module.get_submodule(layout.first).conv.in_channels
-    out = sum(module.get_submodule(end).conv.out_channels for end in layout.ends)
+    in_channels = conv_at(module, f"{layout.first}.conv").in_channels
+    out = sum(conv_at(module, f"{end}.conv").out_channels for end in layout.ends)
     return in_channels, out + (in_channels if layout.max_pool else 0)
 
 

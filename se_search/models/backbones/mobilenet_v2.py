@@ -37,11 +37,13 @@ a block without one would cut the network).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
 from torchvision.models import get_model
 from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.ops import Conv2dNormActivation
 
 from se_search.models.backbones import register_backbone
 from se_search.models.backbones.base import PLAIN, RESIDUAL, BackboneFamily, Site, append_se
@@ -49,7 +51,15 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.variants import ResidualParts, ResidualSE
 
 
-def _branch(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+class _Adopted(Protocol):
+    """What the parts read of the :class:`ResidualSE` they run on: the ``conv`` branch it
+    adopted from an ``InvertedResidual``, and its SE block."""
+
+    conv: nn.Sequential
+    se: SqueezeExcite
+
+
+def _branch(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     return m.conv(x)
 
 
@@ -62,7 +72,7 @@ def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tens
 
 
 def _scaled_join(
-    m: nn.Module, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
+    m: _Adopted, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
 ) -> torch.Tensor:
     return m.se.scale(out, scale, add=other, out=into)  # out * scale + other
 
@@ -70,24 +80,24 @@ def _scaled_join(
 _PARTS = ResidualParts(_branch, _shortcut, _join, _scaled_join)
 
 
-def _depthwise(block: nn.Module) -> nn.Sequential:
+def _depthwise(block: InvertedResidual) -> Conv2dNormActivation:
     """The depthwise ConvBNReLU6 (``conv[-3]`` with or without an expansion conv before it)."""
     return block.conv[-3]
 
 
-def _inner(block: nn.Module, se: SqueezeExcite) -> nn.Module:
+def _inner(block: InvertedResidual, se: SqueezeExcite) -> nn.Module:
     append_se(_depthwise(block), se)
     return block
 
 
-def _standard(block: nn.Module, se: SqueezeExcite) -> nn.Module:
+def _standard(block: InvertedResidual, se: SqueezeExcite) -> nn.Module:
     if block.use_res_connect:
         return ResidualSE(block, se, variant="standard", parts=_PARTS)
     return append_se(block, se)
 
 
-def _residual(variant: str) -> Callable[[nn.Module, SqueezeExcite], nn.Module]:
-    def wrap(block: nn.Module, se: SqueezeExcite) -> nn.Module:
+def _residual(variant: str) -> Callable[[InvertedResidual, SqueezeExcite], nn.Module]:
+    def wrap(block: InvertedResidual, se: SqueezeExcite) -> nn.Module:
         if not block.use_res_connect:
             raise ValueError(
                 f"variant {variant!r} needs a block with a skip connection; this "
@@ -99,7 +109,7 @@ def _residual(variant: str) -> Callable[[nn.Module, SqueezeExcite], nn.Module]:
 
 
 #: How each variant places its block (``block`` is already a copy: surgery deep-copies).
-_PLACEMENTS: dict[str, Callable[[nn.Module, SqueezeExcite], nn.Module]] = {
+_PLACEMENTS: dict[str, Callable[[InvertedResidual, SqueezeExcite], nn.Module]] = {
     "inner": _inner,
     "standard": _standard,
     **{v: _residual(v) for v in ("pre", "post", "identity")},
@@ -131,7 +141,11 @@ class MobileNetV2Family(BackboneFamily):
         return sites
 
     def last_norm(self, block: nn.Module) -> nn.Module | None:
-        return block.conv[-1] if getattr(block, "use_res_connect", False) else None
+        if not getattr(block, "use_res_connect", False):
+            return None
+        branch = block.get_submodule("conv")  # the block's own, or the ResidualSE's it adopted
+        assert isinstance(branch, nn.Sequential)
+        return branch[-1]
 
     def wrap(self, block: nn.Module, se: SqueezeExcite | None, variant: str) -> nn.Module:
         assert se is not None  # MobileNetV2 holds no SE block of its own

@@ -128,7 +128,7 @@ def _block_params_on_cpu() -> Iterator[None]:
             return original.__func__(cls, *args, **kwargs)
 
     with _PATCH_LOCK:
-        BlockParams.from_init_params = classmethod(on_cpu)  # type: ignore[assignment]
+        BlockParams.from_init_params = classmethod(on_cpu)
         try:
             yield
         finally:

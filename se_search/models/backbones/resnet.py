@@ -7,6 +7,8 @@ ResNet-50). Each block is split as ``relu(branch(x) + shortcut(x))`` exactly as 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 from torchvision.models import get_model
@@ -18,27 +20,43 @@ from se_search.models.blocks import SqueezeExcite
 from se_search.models.variants import ResidualParts, ResidualSE
 
 
-def _basic_branch(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+class _Adopted(Protocol):
+    """What the parts read of the :class:`ResidualSE` they run on: the children it adopted
+    from a ``BasicBlock`` or a ``Bottleneck`` (``conv3``, ``bn3``: a Bottleneck's only), and
+    its SE block."""
+
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    conv2: nn.Conv2d
+    bn2: nn.BatchNorm2d
+    conv3: nn.Conv2d
+    bn3: nn.BatchNorm2d
+    relu: nn.ReLU
+    downsample: nn.Module | None
+    se: SqueezeExcite
+
+
+def _basic_branch(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     return m.bn2(m.conv2(m.relu(m.bn1(m.conv1(x)))))
 
 
-def _bottleneck_branch(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _bottleneck_branch(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     out = m.relu(m.bn1(m.conv1(x)))
     out = m.relu(m.bn2(m.conv2(out)))
     return m.bn3(m.conv3(out))
 
 
-def _shortcut(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _shortcut(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     return x if m.downsample is None else m.downsample(x)
 
 
-def _join(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+def _join(m: _Adopted, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     out += identity  # in place, as torchvision does: ``out`` is always a fresh tensor here
     return m.relu(out)
 
 
 def _scaled_join(
-    m: nn.Module, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
+    m: _Adopted, out: torch.Tensor, scale: torch.Tensor, other: torch.Tensor, into: torch.Tensor
 ) -> torch.Tensor:
     return m.relu(m.se.scale(out, scale, add=other, out=into))  # relu(out * scale + other)
 
@@ -51,7 +69,7 @@ _PARTS: dict[type[nn.Module], tuple[ResidualParts, str]] = {
 
 class ResNetFamily(BackboneFamily):
     family = "resnet"
-    models = (
+    models: tuple[str, ...] = (  # a subclass has models of its own (CifarResNetFamily)
         "resnet18",
         "resnet34",
         "resnet50",

@@ -50,7 +50,7 @@ from se_search.models.backbones.base import BackboneFamily, Site
 from se_search.models.blocks import SqueezeExcite
 
 
-def _paths(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _paths(m: ShuffleSE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(left, branch2's input)``: ``x``'s halves at stride 1, ``(branch1(x), x)`` at 2."""
     if m.stride == 1:
         x1, x2 = x.chunk(2, dim=1)
@@ -95,6 +95,11 @@ _SPLIT_ONLY = frozenset({"pre", "identity"})
 
 class ShuffleSE(nn.Module):
     """A ShuffleNetV2 unit with an SE block placed by ``variant``; keeps its parameter names."""
+
+    # Adopted from the unit in __init__ (``branch1`` is empty in a stride-1 unit).
+    branch1: nn.Sequential
+    branch2: nn.Sequential
+    stride: int
 
     def __init__(self, unit: nn.Module, se: SqueezeExcite, *, variant: str) -> None:
         super().__init__()

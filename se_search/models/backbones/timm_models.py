@@ -77,6 +77,7 @@ from __future__ import annotations
 import functools
 import importlib
 from types import ModuleType
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -141,12 +142,26 @@ class _TimmFamily(BackboneFamily):
 # ----------------------------------------------------------------------- Inception-ResNet-v2
 
 
-def _two_branches(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+class _Adopted(Protocol):
+    """What the parts read of the :class:`ResidualSE` they run on: the children and residual
+    scale it adopted from a Block35, Block17 or Block8 (``branch2``: Block35's only; ``act``:
+    Block35's and Block17's; ``relu``: Block8's, None in the last one)."""
+
+    branch0: nn.Module
+    branch1: nn.Module
+    branch2: nn.Module
+    conv2d: nn.Conv2d
+    scale: float
+    act: nn.Module
+    relu: nn.Module | None
+
+
+def _two_branches(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     """Block17's and Block8's residual branch, as timm computes it, times the block's scale."""
     return m.conv2d(torch.cat((m.branch0(x), m.branch1(x)), 1)) * m.scale
 
 
-def _three_branches(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _three_branches(m: _Adopted, x: torch.Tensor) -> torch.Tensor:
     """Block35's residual branch, as timm computes it, times the block's scale."""
     return m.conv2d(torch.cat((m.branch0(x), m.branch1(x), m.branch2(x)), 1)) * m.scale
 
@@ -155,11 +170,11 @@ def _shortcut(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _join_act(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+def _join_act(m: _Adopted, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     return m.act(out + identity)
 
 
-def _join_relu_if_any(m: nn.Module, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+def _join_relu_if_any(m: _Adopted, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     out = out + identity
     return out if m.relu is None else m.relu(out)  # the last Block8 has none
 

@@ -60,7 +60,7 @@ class VGGFamily(PlainFamily):
         sites = []
         conv: nn.Conv2d | None = None
         norm = False
-        for index, module in model.features.named_children():
+        for index, module in model.get_submodule("features").named_children():
             if isinstance(module, nn.Conv2d):
                 conv, norm = module, False
             elif isinstance(module, nn.BatchNorm2d):

@@ -38,6 +38,7 @@ def _save_onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
             dynamo=True,
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter always returns its program
     proto = program.model_proto
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})

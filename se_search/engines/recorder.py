@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,8 +34,9 @@ from se_search.events import LatencyChecked, Listener, TrialDone, TrialFields
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace
 from se_search.space.sampling import reference_architectures
-from se_search.stats.noise import mark_ties
+from se_search.stats.noise import ACCURACY, POOLED, mark_ties
 from se_search.stats.pareto import pareto_front
+from se_search.stats.pooling import additive_features, fit_additive
 from se_search.storage.artifacts import checkpoint_dir, optuna_artifacts_dir
 from se_search.storage.database import redact
 from se_search.storage.rows import Candidate, Metrics
@@ -180,7 +181,8 @@ class StudyRecorder:
         noise = None
         if self.run_id is not None:
             noise = update_noise(self.store, self.space, self.run_id, check_budget=True)
-        front = mark_ties(self.store.front(self.study_name), self.space.objectives)
+        front = mark_ties(self.store.front(self.study_name), self.space.objectives,
+                          by=self.ties_by)  # fmt: skip
         return RunSummary(
             self.study_name, redact(self.storage), self.finished(), target, ran, failed, front,
             noise,
@@ -339,11 +341,46 @@ class StudyRecorder:
             checked.append(c)
         listener(LatencyChecked(front=checked))
 
+    @property
+    def ties_by(self) -> tuple[str, str]:
+        """What front members are compared by: the pooled prediction, or the raw accuracy."""
+        return POOLED if self.space.evaluation.pooling == "additive" else ACCURACY
+
+    def _pool(self) -> dict[int, tuple[float, float]]:
+        """Fit the pooled additive model over the study's trained trials (once its noise
+        floor is known) and store each one's prediction; the predictions, by trial."""
+        noise = self.store.noise(self.study_name)
+        if not noise or not noise.get("sigma"):
+            return {}
+        rows = [
+            c for c in self.store.annotate(
+                self.study_name, self.store.candidates(self.study_name,
+                                                       states=[CandidateState.COMPLETE]))
+            if c.duplicate_of is None and c.feasible and c.accuracy is not None
+        ]  # fmt: skip
+        if len(rows) < 4:
+            return {}
+        sites = self.space.site_names
+        features = [additive_features(Architecture(c.architecture), sites) for c in rows]
+        fit = fit_additive(
+            features, [c.accuracy or 0.0 for c in rows], sigma=noise["sigma"],
+            seeds=[len(c.seeds or []) or 1 for c in rows],
+        )  # fmt: skip
+        means, sds = fit.predict(features)
+        predictions = {c.trial_number: (float(m), float(sd)) for c, m, sd in zip(rows, means, sds)}
+        self.store.set_pooled(self.study_name, predictions, trials=len(rows))
+        return predictions
+
     def update_front(self) -> list[Candidate]:
         """Recompute the front from the stored metrics (:meth:`ResultsStore.scored`), store
         it when it changed (with the study's note), prune checkpoints; the front's records,
         without their seed figures."""
         done = self.store.scored(self.study_name)
+        pooling = self.space.evaluation.pooling == "additive"
+        if pooling:  # the front by the pooled model's prediction, once it has one
+            pooled = self._pool()
+            done = [replace(c, accuracy=pooled.get(c.trial_number, (c.accuracy,))[0])
+                    for c in done]  # fmt: skip
         chosen = pareto_front(done, self.space.objectives)
         numbers = {c.trial_number for c in chosen}
         if numbers != self.store.front_numbers(self.study_name):
@@ -353,7 +390,8 @@ class StudyRecorder:
         note_key = (frozenset(numbers), noise and noise["sigma"])
         if note_key != self._note_key:  # the study's note follows the front and its noise
             self._note_key = note_key
-            rows = mark_ties(self.store.annotate(self.study_name, front), self.space.objectives)
+            rows = mark_ties(self.store.annotate(self.study_name, front), self.space.objectives,
+                             by=self.ties_by)  # fmt: skip
             note = front_note(rows, self.space.objectives, self.study_name,
                               redact(self.storage), noise)  # fmt: skip
             optuna_dashboard.save_note(self.study, note)

@@ -194,6 +194,7 @@ def build_report(storage: str, study: str) -> str:
     return env.get_template("report.html.j2").render(
         verified=verified,
         tested=any(r.test_accuracy is not None for r in verified),
+        pooled=any(r.pooled_accuracy is not None for r in front),
         agreement={"tau": tau, "rho": rho, "low": low, "high": high},
         noise_line=noise_line(noise),
         budget_warning=noise and noise.get("budget_warning"),

@@ -59,6 +59,12 @@ LEGEND = (
 )
 
 
+#: What a front table drawn by the pooled model adds to its legend.
+POOLED_LEGEND = (
+    "; pooled: the accuracy the additive model fitted over all the study's trials predicts "
+    f"(± its sd), by which the front is drawn and {TIE_MARK} marked"
+)
+
 #: Width of a front table without its placement column (borders and padding included).
 FIGURES_WIDTH = 75
 
@@ -67,8 +73,10 @@ def front_table(rows: Sequence[Candidate], *, title: str, width: int | None = No
     """The front as a rich table, best accuracy first. Where a placement does not fit in
     ``width`` (a narrow terminal, or a file: 80), it is written a stage per line, so that
     no stage is split and no figure wraps."""
-    table = Table(title=title, caption=LEGEND)
-    for header in COLUMNS:
+    pooled = any(r.pooled_accuracy is not None for r in rows)
+    table = Table(title=title, caption=LEGEND + (POOLED_LEGEND if pooled else ""))
+    columns = [*COLUMNS[:2], *(["pooled ± sd"] if pooled else []), *COLUMNS[2:]]
+    for header in columns:
         if header == "placement":
             table.add_column(header, justify="left")
         else:
@@ -76,9 +84,14 @@ def front_table(rows: Sequence[Candidate], *, title: str, width: int | None = No
     longest = max((len(r.placement) for r in rows), default=0)
     stacked = width is not None and FIGURES_WIDTH + longest > width
     for row in sorted(rows, key=lambda r: -(r.accuracy or 0)):
+        cells = [str(row.trial_number), accuracy_cell(vars(row))]
+        if pooled:
+            cells.append(
+                "-" if row.pooled_accuracy is None
+                else f"{row.pooled_accuracy:.4f} ± {fmt(row.pooled_sd, '.4f')}"
+            )  # fmt: skip
         table.add_row(
-            str(row.trial_number),
-            accuracy_cell(vars(row)),
+            *cells,
             fmt(row.params and row.params / 1e6, ".3f"),
             fmt(row.flops and row.flops / 1e9, ".4f"),
             latency_cell(vars(row)),

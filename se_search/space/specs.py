@@ -273,6 +273,10 @@ class EvaluationSpec(_Section):
     #: ``average_span``, BatchNorm recomputed); see :mod:`se_search.evaluation.averaging`.
     average: Literal["none", "ema", "swa"] = "none"
     average_span: Annotated[float, Field(gt=0, le=1)] = 0.25
+    #: additive: the front is drawn by the pooled additive model's prediction of each
+    #: candidate's accuracy over all the study's trials (:mod:`se_search.stats.pooling`),
+    #: shown with its interval beside the raw accuracy; none: by the raw accuracy.
+    pooling: Literal["none", "additive"] = "none"
     compile: bool = False  # train through torch.compile (pays off on a GPU, for long runs)
     pretrain_epochs: PositiveInt = 16  # for backbone.weights: self
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()

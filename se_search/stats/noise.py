@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from se_search.stats.objectives import Objectives
 
 __all__ = [
+    "ACCURACY",
+    "POOLED",
     "budget_warning",
     "cheapest_within_noise",
     "cost_objective",
@@ -80,12 +82,21 @@ def standard_error(values: Sequence[float], sigma: float | None, seeds: int) -> 
     return sigma / math.sqrt(max(seeds, 1))
 
 
-def within_noise(a: NoisyRow, b: NoisyRow) -> bool:
+#: The attributes an accuracy and its standard error are read from: a row's own by default;
+#: ``POOLED`` for the pooled model's prediction (:mod:`se_search.stats.pooling`).
+ACCURACY = ("accuracy", "accuracy_se")
+POOLED = ("pooled_accuracy", "pooled_sd")
+
+
+def within_noise(a: NoisyRow, b: NoisyRow, *, by: tuple[str, str] = ACCURACY) -> bool:
     """Whether rows ``a`` and ``b`` have accuracies within twice their combined standard
-    error (``accuracy_se``); False when either error is unknown."""
-    if a.accuracy_se is None or b.accuracy_se is None or a.accuracy is None or b.accuracy is None:
+    error (``accuracy_se``; or the attributes ``by`` names); False when either is unknown."""
+    value, error = by
+    va, vb = getattr(a, value, None), getattr(b, value, None)
+    ea, eb = getattr(a, error, None), getattr(b, error, None)
+    if va is None or vb is None or ea is None or eb is None:
         return False
-    return abs(a.accuracy - b.accuracy) < 2 * math.hypot(a.accuracy_se, b.accuracy_se)
+    return bool(abs(va - vb) < 2 * math.hypot(ea, eb))
 
 
 def cost_objective(objectives: Objectives) -> str | None:
@@ -93,9 +104,11 @@ def cost_objective(objectives: Objectives) -> str | None:
     return next((k for k, d in objectives.items() if k != "accuracy" and d == "min"), None)
 
 
-def ties(front: Sequence[NoisyRow], objectives: Objectives) -> dict[int, int]:
-    """``{trial: cheaper trial}`` for every front member whose accuracy is within noise of
-    a member cheaper on the first cost objective (the cheapest such one)."""
+def ties(
+    front: Sequence[NoisyRow], objectives: Objectives, *, by: tuple[str, str] = ACCURACY
+) -> dict[int, int]:
+    """``{trial: cheaper trial}`` for every front member whose accuracy (``by``) is within
+    noise of a member cheaper on the first cost objective (the cheapest such one)."""
     cost = cost_objective(objectives)
     if cost is None or "accuracy" not in objectives:
         return {}
@@ -109,17 +122,19 @@ def ties(front: Sequence[NoisyRow], objectives: Objectives) -> dict[int, int]:
             other
             for other in front
             if price(other) is not None and price(row) is not None and price(other) < price(row)
-            and within_noise(row, other)
+            and within_noise(row, other, by=by)
         ]  # fmt: skip
         if cheaper:
             marked[row.trial_number] = min(cheaper, key=price).trial_number
     return marked
 
 
-def mark_ties(front: Sequence[S], objectives: Objectives) -> list[S]:
-    """The members with ``within_noise_of`` set: the cheaper member each one's accuracy is
-    within noise of (:func:`ties`), or None."""
-    marked = ties(front, objectives)
+def mark_ties(
+    front: Sequence[S], objectives: Objectives, *, by: tuple[str, str] = ACCURACY
+) -> list[S]:
+    """The members with ``within_noise_of`` set: the cheaper member each one's accuracy
+    (``by``) is within noise of (:func:`ties`), or None."""
+    marked = ties(front, objectives, by=by)
     return [replace(row, within_noise_of=marked.get(row.trial_number)) for row in front]
 
 

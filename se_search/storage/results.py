@@ -17,7 +17,7 @@ from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.models.surgery import insert_se
 from se_search.space.specs import STRATEGIES
-from se_search.stats.noise import mark_ties
+from se_search.stats.noise import ACCURACY, POOLED, mark_ties
 from se_search.stats.pareto import PICKS, pick
 from se_search.storage.artifacts import find_checkpoint
 from se_search.storage.database import StorageError, redact
@@ -49,9 +49,16 @@ class Results:
     def objectives(self) -> dict[str, str]:
         return dict(self.space["objectives"])
 
+    @property
+    def pooled(self) -> bool:
+        """Whether the study draws its front by the pooled model (``evaluation.pooling``)."""
+        return self.space["evaluation"].get("pooling", "none") == "additive"
+
     def front(self) -> list[Candidate]:
-        """The front's records, each with ``accuracy_se`` and ``within_noise_of``."""
-        return mark_ties(self.store.front(self.study), self.objectives)
+        """The front's records, each with ``accuracy_se`` and ``within_noise_of`` (by the
+        pooled prediction when the study pools)."""
+        by = POOLED if self.pooled else ACCURACY
+        return mark_ties(self.store.front(self.study), self.objectives, by=by)
 
     def noise(self) -> dict[str, Any] | None:
         """The study's latest noise floor and budget warning (None before any)."""

@@ -80,6 +80,9 @@ class Candidate:
     accuracy_se: float | None = None  # the standard error of the mean accuracy
     noise_sigma: float | None = None  # the study's noise floor
     nll: float | None = None  # the mean validation NLL over its seeds, where recorded
+    #: evaluation.pooling: additive: the pooled model's prediction and its sd
+    pooled_accuracy: float | None = None
+    pooled_sd: float | None = None
     # set on a front (mark_ties), by Results.trial, or on verify's rows
     within_noise_of: int | None = None  # the cheaper member its accuracy ties with
     on_front: bool | None = None

@@ -23,6 +23,7 @@ from se_search.storage.rows import Candidate, SeedResult, SplitScore
 from se_search.storage.tables import (
     CandidateModel,
     NoiseModel,
+    PooledModel,
     SeedResultModel,
     SplitScoreModel,
 )
@@ -171,6 +172,27 @@ class SeedRecords:
                         row.checkpoint = None
         return list(dict.fromkeys(paths))
 
+    # ----------------------------------------------------------------------------- pooled
+
+    def set_pooled(
+        self, study_name: str, predictions: Mapping[int, tuple[float, float]], *, trials: int
+    ) -> None:
+        """Replace the study's pooled predictions: ``{trial: (mean, sd)}`` from a fit over
+        ``trials`` trials."""
+        with self.session() as s:
+            s.execute(delete(PooledModel).where(PooledModel.study_name == study_name))
+            for number, (mean, sd) in predictions.items():
+                s.add(PooledModel(study_name=study_name, trial_number=number, mean=mean, sd=sd,
+                                  trials=trials))  # fmt: skip
+
+    def pooled(self, study_name: str) -> dict[int, tuple[float, float]]:
+        """The study's pooled predictions, ``{trial: (mean, sd)}``; empty without a fit."""
+        if PooledModel.__tablename__ in self.missing:
+            return {}
+        query = select(PooledModel).where(PooledModel.study_name == study_name)
+        with self.session() as s:
+            return {row.trial_number: (row.mean, row.sd) for row in s.scalars(query)}
+
     # ------------------------------------------------------------------------------ noise
 
     def set_noise(self, study_name: str, run_id: int, **fields: Any) -> None:
@@ -210,6 +232,7 @@ class SeedRecords:
         if not rows:
             return list(rows)
         seeds = self.seed_results(study_name)
+        pooled = self.pooled(study_name)
         noise = self.noise(study_name)
         sigma = noise["sigma"] if noise else None
         annotated = []
@@ -225,8 +248,10 @@ class SeedRecords:
                 if row.accuracy is not None and row.epochs
                 else None
             )
+            mean, sd = pooled.get(number, (None, None))
             annotated.append(
                 replace(row, seeds=[r.seed for r in own], seed_accuracies=accuracies,
-                        accuracy_se=se, noise_sigma=sigma, nll=nll)
+                        accuracy_se=se, noise_sigma=sigma, nll=nll, pooled_accuracy=mean,
+                        pooled_sd=sd)
             )  # fmt: skip
         return annotated

@@ -46,6 +46,7 @@ __all__ = [
     "LatencyEntryModel",
     "MetricsModel",
     "NoiseModel",
+    "PooledModel",
     "RunModel",
     "RunStatus",
     "SchemaVersionModel",
@@ -59,7 +60,7 @@ SCHEMA_VERSION = 4
 #: upgraded in place when it is opened for writing, and read as it is otherwise.
 READABLE_VERSIONS = (2, 3, 4)
 #: The tables each version added (an older database lacks them).
-ADDED_IN = {3: ("se_seed_results", "se_noise"), 4: ("se_split_scores",)}
+ADDED_IN = {3: ("se_seed_results", "se_noise"), 4: ("se_split_scores", "se_pooled")}
 
 #: A split's name: val, test.
 MAX_SPLIT_LENGTH = 8
@@ -301,6 +302,21 @@ class SplitScoreModel(Base):
     split: Mapped[str] = mapped_column(String(MAX_SPLIT_LENGTH))  # val | test
     top1: Mapped[float] = mapped_column(Float)
     nll: Mapped[float | None] = mapped_column(Float)
+
+
+class PooledModel(Base):
+    """A candidate's accuracy as the pooled additive model predicts it from all the study's
+    trials (``evaluation.pooling: additive``), refitted after every trial."""
+
+    __tablename__ = "se_pooled"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[float] = mapped_column(Float)  # the posterior mean of its expected accuracy
+    sd: Mapped[float] = mapped_column(Float)  # its posterior standard deviation
+    trials: Mapped[int] = mapped_column(Integer)  # how many trials the fit saw
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class NoiseModel(Base):

@@ -29,8 +29,12 @@ __all__ = ["PooledFit", "additive_features", "fit_additive"]
 
 
 class Choice(Protocol):
-    variant: str
-    reduction: int | None
+    """What the model reads of a site's choice (an SEChoice, in practice)."""
+
+    @property
+    def variant(self) -> str: ...
+    @property
+    def reduction(self) -> int | None: ...
 
 
 def additive_features(

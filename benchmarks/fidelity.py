@@ -14,6 +14,13 @@ candidates:
   short seeds against the mean of the long ones;
 - the seed-to-seed noise σ at both budgets, and the references at both budgets.
 
+Every training is scored several ways at once (:mod:`se_search.bench.views`: the last
+weights and EMA/SWA averages of them, each on validation top-1 and NLL); the taus are printed
+for each way of scoring the short budget, against the target (the long budget's raw top-1),
+and for the pooled additive model (:mod:`se_search.stats.pooling`), cross-validated: fitted
+on the short budget's scores of four fifths of the candidates, it predicts the fifth left
+out, and the predictions of all are ranked against the target.
+
 Every training is appended to ``--out`` (JSON lines) as soon as it is done, and a run with
 the same ``--out`` skips what is there: a long measurement can be stopped and resumed.
 
@@ -27,10 +34,10 @@ import argparse
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
+from se_search.bench.views import train_views
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, load_space
@@ -118,12 +125,12 @@ def main() -> None:
         if key in done:
             continue
         label, epochs, seed = key
-        start = time.perf_counter()
-        trained = evaluators[epochs].train(archs[label], [seed])
+        trained = train_views(evaluators[epochs], archs[label], seed)
+        raw = trained["views"]["raw"]
         row = {
-            "label": label, "epochs": epochs, "seed": seed, "accuracy": trained.accuracy,
-            "history": trained.history, "seconds": time.perf_counter() - start,
-            "architecture": archs[label].to_dict(),
+            "label": label, "epochs": epochs, "seed": seed, "accuracy": raw["top1"],
+            "nll": raw["nll"], "history": trained["history"], "seconds": trained["seconds"],
+            "views": trained["views"], "architecture": archs[label].to_dict(),
         }  # fmt: skip
         done[key] = row
         with args.out.open("a") as f:
@@ -180,9 +187,74 @@ def main() -> None:
     print(f"  accuracy spread at {long} epochs (mean of {args.long_seeds}): {min(at_long):.4f} "
           f"to {max(at_long):.4f}; at {short} epochs (mean of 2): {min(mean):.4f} to "
           f"{max(mean):.4f}")  # fmt: skip
+    if all("views" in r for r in done.values()):  # (earlier results files scored top-1 only)
+        summary["scorings"] = scorings(done, labels, short, long, first, args.long_seeds)
+        summary["pooled"] = pooled_cv(done, labels, archs, space, short, long, first, sigma)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.json}")
+
+
+def _view(row: dict[str, Any], view: str, metric: str) -> float:
+    value = row["views"][view][metric]
+    return -value if metric == "nll" else value  # higher is better for both
+
+
+def scorings(
+    done: dict, labels: list[str], short: int, long: int, first: int, long_seeds: int
+) -> dict[str, Any]:
+    """For each way of scoring a training (view and metric), the short budget's seed-to-seed
+    tau and its tau against the target (the mean of the long seeds' raw top-1), each over
+    the mean of 2 short seeds."""
+    target = [statistics.fmean(done[(label, long, first + s)]["accuracy"]
+                               for s in range(long_seeds)) for label in labels]  # fmt: skip
+    views = list(next(iter(done.values()))["views"])
+    print(f"\n  each scoring of the {short}-epoch trainings, against the {long}-epoch target:")
+    found = {}
+    for view in views:
+        for metric in ("top1", "nll"):
+            per = [[_view(done[(label, short, first + s)], view, metric) for s in (0, 1)]
+                   for label in labels]  # fmt: skip
+            name = f"{view}/{metric}"
+            found[name] = {
+                "seed_vs_seed": tau_line(f"{name}: seed vs seed", [p[0] for p in per],
+                                         [p[1] for p in per]),
+                "mean_vs_target": tau_line(f"{name}: mean of 2 vs target",
+                                           [statistics.fmean(p) for p in per], target),
+            }  # fmt: skip
+    return found
+
+
+def pooled_cv(
+    done: dict, labels: list[str], archs: dict[str, Architecture], space: SearchSpace,
+    short: int, long: int, first: int, sigma: float | None, folds: int = 5,
+) -> dict[str, Any]:  # fmt: skip
+    """The pooled additive model's tau against the target, cross-validated over candidates:
+    each fold's predictions come from a fit to the other folds' short-budget means."""
+    import numpy as np
+
+    from se_search.stats.pooling import additive_features, fit_additive
+
+    longs = sorted({k[2] for k in done if k[1] == long})
+    target = [statistics.fmean(done[(label, long, s)]["accuracy"] for s in longs)
+              for label in labels]  # fmt: skip
+    mean = [statistics.fmean(done[(label, short, first + s)]["accuracy"] for s in (0, 1))
+            for label in labels]  # fmt: skip
+    features = [additive_features(archs[label], space.site_names) for label in labels]
+    predicted = np.zeros(len(labels))
+    order = np.random.default_rng(0).permutation(len(labels))
+    for fold in range(folds):
+        held = order[fold::folds]
+        kept = [i for i in order if i not in set(held)]
+        fit = fit_additive([features[i] for i in kept], [mean[i] for i in kept],
+                           sigma=sigma or 0.01, seeds=[2] * len(kept))  # fmt: skip
+        predicted[held], _ = fit.predict([features[i] for i in held])
+    print(f"\n  pooled additive model, {folds}-fold cross-validated over the candidates:")
+    return {
+        "folds": folds,
+        "vs_target": tau_line("pooled prediction vs target", list(predicted), target),
+        "mean_vs_target": tau_line("mean of 2 (raw) vs target", mean, target),
+    }
 
 
 if __name__ == "__main__":

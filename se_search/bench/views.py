@@ -1,0 +1,67 @@
+"""One training scored several ways at once, for benchmarks of what cuts a score's noise:
+the final weights (``raw``) and averages of them (EMA, SWA at several spans), each on
+validation top-1 and NLL. The averages are tracked beside the same run (their cost is one
+weight update per step, and a BatchNorm pass for SWA), so comparing them costs no extra
+training; ``evaluation.average`` is the same arithmetic
+(:class:`~se_search.evaluation.averaging.WeightAverage`) inside the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from se_search.evaluation.averaging import WeightAverage
+from se_search.evaluation.evaluator import Evaluator
+from se_search.evaluation.train import scores, train_in_lockstep
+from se_search.models.arch import Architecture
+from se_search.space import build_model, zero_init_residual
+
+__all__ = ["VIEWS", "train_views"]
+
+#: The averaged views tracked beside the raw weights: (kind, span).
+VIEWS = (("ema", 0.25), ("ema", 0.5), ("swa", 0.25), ("swa", 0.5))
+
+
+def train_views(evaluator: Evaluator, arch: Architecture, seed: int) -> dict[str, Any]:
+    """Train ``arch`` under ``seed`` as the evaluator's space says (its own averaging off),
+    tracking every view of :data:`VIEWS`: ``{"views": {name: {"top1", "nll",
+    "extra_seconds"}}, "seconds", "tracking_seconds"}``, ``raw`` among the views."""
+    space, setup = evaluator.space, evaluator.setup
+    ev = space.evaluation
+    model = build_model(space, arch, seed=seed)
+    if ev.zero_init_residual and not ev.traits.from_weights:
+        zero_init_residual(model, space)
+    steps = ev.epochs * len(setup.loader(setup.data.train, shuffle=True, seed=seed))
+    averages = {f"{k}{s}": WeightAverage(model, kind=k, steps=steps, span=s) for k, s in VIEWS}
+    tracking = [0.0]
+
+    def on_step(net: nn.Module) -> None:
+        start = time.perf_counter()
+        for average in averages.values():
+            average.update(net)
+        tracking[0] += time.perf_counter() - start
+
+    start = time.perf_counter()
+    [run] = train_in_lockstep(
+        [setup.epochs(model, epochs=ev.epochs, seed=seed, average=False, on_step=on_step)],
+        seeds=[seed],
+    )
+    seconds = time.perf_counter() - start
+    val = setup.loader(setup.data.val, shuffle=False, seed=seed)
+    views = {"raw": {"top1": run.accuracy, "nll": run.nll, "extra_seconds": 0.0}}
+    for name, average in averages.items():
+        begin = time.perf_counter()
+        net = average.averaged
+        if average.kind == "swa":  # BN recomputed on the training split, as swa does
+            train = setup.loader(setup.data.train, shuffle=True, seed=seed)
+            update_bn(train, net, device=setup.device)
+        bn = time.perf_counter() - begin  # scoring costs what the raw view's does: not counted
+        found = scores(net.module, val, device=setup.device)
+        views[name] = {"top1": found.top1, "nll": found.nll,
+                       "extra_seconds": tracking[0] / len(averages) + bn}  # fmt: skip
+    return {"views": views, "seconds": seconds, "tracking_seconds": tracking[0],
+            "history": run.history}  # fmt: skip

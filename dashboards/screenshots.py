@@ -1,5 +1,5 @@
-"""Screenshots for the README: a study's dashboard Pareto front and report heatmap, or the
-hypervolume figure of a comparison of studies.
+"""Screenshots for the docs (docs/screenshots links here): a study's dashboard Pareto front
+and report heatmap, or the hypervolume figure of a comparison of studies.
 
     .venv/bin/python dashboards/screenshots.py --storage sqlite:///se_search.db \\
         --study resnet50-se [--out dashboards/screenshots]

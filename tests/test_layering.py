@@ -1,9 +1,9 @@
 """The package's data flow runs one way: no module imports a module of a later stage, and no
 modules import each other in a cycle.
 
-The stages, first to last, are the ones the README's Layout section shows. An import inside a
-function counts as much as one at the top; for the stages a ``TYPE_CHECKING`` import (types
-only) does not, for cycles it does.
+The stages, first to last, are the ones the Layout section of docs/architecture.md shows. An
+import inside a function counts as much as one at the top; for the stages a ``TYPE_CHECKING``
+import (types only) does not, for cycles it does.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_nosqueeze_flops_are_a_per_pixel_mlp_as_in_the_papers_table_16(
     # the squeeze and the gate change no parameter: 28.088 M (the paper: 28.1 M for both)
     standard = _with(resnet50, sites, "standard:16")
     assert count_params(nosqueeze) == count_params(standard) == 28_088_024
-    # and every gate costs the same, as the README's table of the ablations says
+    # and every gate costs the same, as docs/backbones.md's table of the ablations says
     flops = count_flops(standard, image_size=224)
     assert base == 4_133_742_592 and flops == 4_147_311_360
     for gate in GATES:

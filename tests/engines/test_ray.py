@@ -307,7 +307,7 @@ def test_a_ray_client_address_is_refused_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_ray_engine_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    """The cluster set-up of the README: workers on Ray, the study on a PostgreSQL server."""
+    """The cluster set-up of docs/ray.md: workers on Ray, the study on a PostgreSQL server."""
     # The private server trusts local connections, so any password gets in: one that must
     # not be written anywhere but the database.
     storage = new_database(postgres_url, "ray_engine").replace("postgres@", "postgres:s3cret@")

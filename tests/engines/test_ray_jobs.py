@@ -1,4 +1,4 @@
-"""A search submitted to a running Ray cluster through Ray's job API, as the README shows:
+"""A search submitted to a running Ray cluster through Ray's job API, as docs/ray.md shows:
 ``ray start --head``, ``ray job submit --working-dir . -- se-search run ... --ray-address
 auto``, ``ray job stop`` mid-trial, and a resubmission that finishes the study with nothing
 lost and nothing trained twice."""
@@ -69,7 +69,7 @@ def cluster() -> Iterator[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """What ``--working-dir .`` uploads: the space file (a clone's, in the README)."""
+    """What ``--working-dir .`` uploads: the space file (a clone's, in docs/ray.md)."""
     folder = tmp_path / "job"
     folder.mkdir()
     shutil.copy(ASSETS / "e2e.yaml", folder / "space.yaml")

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LATEST := .venv-latest
 
-.PHONY: run test test-all test-latest lint docs lock bench
+.PHONY: run test test-all test-latest lint docs linkcheck lock bench
 
 $(STAMP): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ lint: $(STAMP)  ## ruff (style, imports) and mypy (types) over the package
 # offline. The two variables silence a banner some MkDocs plugins print on every build.
 docs: $(STAMP)  ## build the documentation site; the CLI and API pages are generated
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+
+linkcheck: $(STAMP)  ## every internal link and repo path of the README and docs/ resolves
+	$(PY) tools/linkcheck.py
 
 # Re-resolve the lock to the newest releases the ranges allow (pip's own constraint file,
 # where the machine has one, caps what its wheel cache holds: torch here).

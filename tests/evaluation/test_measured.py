@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from se_search.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
+TRUST = ROOT / "docs" / "trust.md"  # the measured tables, beside their commands
 ENTRIES = [(strategy, m) for strategy, ms in MEASURED.items() for m in ms]
 
 
@@ -43,6 +45,24 @@ def test_the_figures_are_the_benchmarks(strategy: str, measured: Measured) -> No
         settings = [item.split("=", 1) for item in screen.get("settings") or []]
         assert all(key.startswith(prefix) for key, _ in settings)
         assert measured.supernet == {k[len(prefix) :]: yaml.safe_load(v) for k, v in settings}
+
+
+def test_the_trust_page_shows_the_figures_run_quotes() -> None:
+    """One source of truth: each tau and interval that run quotes is in a table of the trust
+    page (as it rounds them to 2 decimals), which the README links to instead of copying."""
+    text = TRUST.read_text(encoding="utf-8").replace("−", "-")
+    number = r"([+-]\d\.\d\d)"
+    shown = [
+        tuple(map(float, m)) for m in re.findall(rf"{number}\s*\|?\s*\[{number}, {number}\]", text)
+    ]
+    for _, measured in ENTRIES:
+        if measured.tau is None or measured.ci is None:
+            assert "every candidate scores" in text  # the screen that ranks nothing
+            continue
+        quoted = (measured.tau, *measured.ci)
+        assert any(
+            all(abs(a - b) <= 0.005 + 1e-9 for a, b in zip(row, quoted)) for row in shown
+        ), f"{measured.screen} ({measured.results}): {quoted} is in no table of {TRUST.name}"
 
 
 def test_the_readme_space_gets_the_caveat_of_its_strategy_where_it_was_measured() -> None:

@@ -91,8 +91,9 @@ def test_to_dict_is_json_and_leaves_out_the_marks_not_asked_for(store: ResultsSt
     assert json.loads(json.dumps(plain)) == plain  # JSON values only
     assert plain["state"] == "complete" and plain["started_at"] == str(done.started_at)
     assert list(plain)[:2] == ["trial_number", "study_name"]
-    assert list(plain)[-6:] == [
-        "seeds", "seed_accuracies", "accuracy_se", "noise_sigma", "nll", "accuracy_split"
+    assert list(plain)[-8:] == [
+        "seeds", "seed_accuracies", "accuracy_se", "noise_sigma", "nll", "pooled_accuracy",
+        "pooled_sd", "accuracy_split",
     ]  # fmt: skip
     assert plain["accuracy_split"] == "val"  # the split every search accuracy is on
     assert "within_noise_of" not in plain and "on_front" not in plain

@@ -26,10 +26,14 @@ __all__ = ["VIEWS", "train_views"]
 VIEWS = (("ema", 0.25), ("ema", 0.5), ("swa", 0.25), ("swa", 0.5))
 
 
-def train_views(evaluator: Evaluator, arch: Architecture, seed: int) -> dict[str, Any]:
+def train_views(
+    evaluator: Evaluator, arch: Architecture, seed: int, *, test: bool = False
+) -> dict[str, Any]:
     """Train ``arch`` under ``seed`` as the evaluator's space says (its own averaging off),
     tracking every view of :data:`VIEWS`: ``{"views": {name: {"top1", "nll",
-    "extra_seconds"}}, "seconds", "tracking_seconds"}``, ``raw`` among the views."""
+    "extra_seconds"}}, "seconds", "tracking_seconds"}``, ``raw`` among the views; with
+    ``test``, each view also scored on the test split (``test_top1``, ``test_nll``), for a
+    design chosen beforehand."""
     space, setup = evaluator.space, evaluator.setup
     ev = space.evaluation
     model = build_model(space, arch, seed=seed)
@@ -52,7 +56,19 @@ def train_views(evaluator: Evaluator, arch: Architecture, seed: int) -> dict[str
     )
     seconds = time.perf_counter() - start
     val = setup.loader(setup.data.val, shuffle=False, seed=seed)
-    views = {"raw": {"top1": run.accuracy, "nll": run.nll, "extra_seconds": 0.0}}
+    held_out = setup.data.test
+    if test and held_out is None:
+        raise ValueError(f"data.dataset {space.data.dataset!r} has no test split")
+
+    def on_test(net: nn.Module) -> dict[str, float]:
+        if not test or held_out is None:
+            return {}
+        top1, nll = scores(net, setup.loader(held_out, shuffle=False, seed=seed),
+                           device=setup.device)  # fmt: skip
+        return {"test_top1": top1, "test_nll": nll}
+
+    views = {"raw": {"top1": run.accuracy, "nll": run.nll, "extra_seconds": 0.0,
+                     **on_test(model)}}  # fmt: skip
     for name, average in averages.items():
         begin = time.perf_counter()
         net = average.averaged
@@ -62,6 +78,7 @@ def train_views(evaluator: Evaluator, arch: Architecture, seed: int) -> dict[str
         bn = time.perf_counter() - begin  # scoring costs what the raw view's does: not counted
         found = scores(net.module, val, device=setup.device)
         views[name] = {"top1": found.top1, "nll": found.nll,
-                       "extra_seconds": tracking[0] / len(averages) + bn}  # fmt: skip
+                       "extra_seconds": tracking[0] / len(averages) + bn,
+                       **on_test(net.module)}  # fmt: skip
     return {"views": views, "seconds": seconds, "tracking_seconds": tracking[0],
             "history": run.history}  # fmt: skip

@@ -22,7 +22,10 @@ on the short budget's scores of four fifths of the candidates, it predicts the f
 out, and the predictions of all are ranked against the target.
 
 Every training is appended to ``--out`` (JSON lines) as soon as it is done, and a run with
-the same ``--out`` skips what is there: a long measurement can be stopped and resumed.
+the same ``--out`` skips what is there: a long measurement can be stopped and resumed. A
+candidate's trainings all come before the next candidate's, and the candidates are drawn in
+the same order whatever ``--candidates`` is, so ``--candidates K`` summarises the first K of
+a longer, unfinished run.
 
     .venv/bin/python benchmarks/fidelity.py --space search_spaces/resnet50.yaml \\
         --candidates 38 --factor 4 --long-seeds 2 --out fidelity-resnet50.jsonl
@@ -110,9 +113,12 @@ def main() -> None:
     short, long = space.evaluation.epochs, space.evaluation.epochs * args.factor
     first = space.search.seed
     archs = candidates(space, args.candidates, args.seed)
-    plan = [(label, short, first) for label in archs]
-    plan += [(label, short, first + 1) for label in archs]
-    plan += [(label, long, first + s) for s in range(args.long_seeds) for label in archs]
+    runs = [
+        (short, first),
+        (short, first + 1),
+        *((long, first + s) for s in range(args.long_seeds)),
+    ]
+    plan = [(label, epochs, seed) for label in archs for epochs, seed in runs]
     done = load(args.out)
     evaluators = {e: Evaluator(budget(space, e)) for e in (short, long)}
     print(

@@ -21,6 +21,8 @@ Printed as ratios against independent seeds scored raw on the same metric, with 
 95% interval over the pairs, and with what each view adds to a training's cost.
 
 Every training is appended to ``--out`` (JSON lines) when done; a rerun skips what is there.
+Pairs are trained one after another and drawn in the same order whatever ``--pairs`` is, so
+``--pairs K`` summarises the first K pairs of a longer, unfinished run.
 
     .venv/bin/python benchmarks/noise.py --space search_spaces/fashion_resnet20.yaml \\
         --pairs 20 --out benchmarks/results/noise-fashion-resnet20.jsonl \\
@@ -135,7 +137,7 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             row = json.loads(line)
             done[(row["pair"], row["side"], row["seed"])] = row
-    plan = [(p, side, seed) for seed in SEEDS for p in range(args.pairs) for side in "ab"]
+    plan = [(p, side, seed) for p in range(args.pairs) for seed in SEEDS for side in "ab"]
     todo = sum(k not in done for k in plan)
     print(f"{space.name}: {args.pairs} pairs x 2 candidates x seeds {SEEDS}, "
           f"{todo} of {len(plan)} trainings to go", flush=True)  # fmt: skip

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from se_search.evaluation.evaluator import Evaluator
+from se_search.events import Event, SupernetEpoch, SupernetReady
 from se_search.outputs.verify import rank_agreement
 from se_search.space import load_space
 from se_search.space.sampling import random_architecture
@@ -54,14 +55,14 @@ def main() -> None:
         f"supernet {cfg.epochs} epochs, {cfg.sampling} sampling"
     )
 
-    def show(event: str, info: dict) -> None:
-        if event == "supernet_epoch":
+    def show(event: Event) -> None:
+        if isinstance(event, SupernetEpoch):
             print(
-                f"  supernet epoch {info['epoch']}/{info['epochs']}: loss {info['loss']:.3f}, "
-                f"largest arch acc {info['accuracy']:.4f} ({info['seconds']:.0f} s)"
+                f"  supernet epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}, "
+                f"largest arch acc {event.accuracy:.4f} ({event.seconds:.0f} s)"
             )
-        elif event == "supernet_ready":
-            print(f"  supernet {'trained' if info['trained'] else 'loaded'}: {info['path']}")
+        elif isinstance(event, SupernetReady):
+            print(f"  supernet {'trained' if event.trained else 'loaded'}: {event.path}")
 
     oneshot = Evaluator(space, artifacts=folder)
     start = time.perf_counter()

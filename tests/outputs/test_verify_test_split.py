@@ -4,8 +4,6 @@ chosen on validation; a data set without a test split is refused."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -18,10 +16,9 @@ from se_search.evaluation.train import scores
 from se_search.models.arch import Architecture
 from se_search.outputs import verify as verify_module
 from se_search.outputs.verify import verify
-from se_search.space import build_model, load_space, space_from_json
+from se_search.space import SearchSpace, build_model, load_space, space_from_json
 from se_search.storage.store import ResultsStore
 from se_search.testing.standin import StandIn
-from tests.conftest import ASSETS
 from tests.data.test_sets import needs_fashion
 
 runner = CliRunner()
@@ -102,20 +99,14 @@ def test_the_front_and_references_are_scored_on_the_test_split_once(
     )
 
 
-def test_a_data_set_without_a_test_split_is_refused(tmp_path: Path) -> None:
-    space = load_space(
-        ASSETS / "e2e.yaml",
-        {"storage": f"sqlite:///{tmp_path / 'd.db'}", "search.trials": 2,
-         "search.checkpoints": "none"},
-    )  # fmt: skip
-    LocalEngine(space, evaluator=StandIn()).run()
+def test_a_data_set_without_a_test_split_is_refused(searched: SearchSpace) -> None:
     result = runner.invoke(
-        app, ["verify", "--storage", space.storage, "--study", "e2e", "--split", "test"]
+        app, ["verify", "--storage", searched.storage, "--study", "e2e", "--split", "test"]
     )
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     assert "data.dataset 'digits' of study 'e2e' has no test split" in message
     bad = runner.invoke(
-        app, ["verify", "--storage", space.storage, "--study", "e2e", "--split", "train"]
+        app, ["verify", "--storage", searched.storage, "--study", "e2e", "--split", "train"]
     )
     assert bad.exit_code == 2 and "--split 'train': use one of val, test" in bad.output

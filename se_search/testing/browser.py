@@ -1,4 +1,5 @@
-"""Headless Chromium through Selenium, for the browser tests and the README's screenshots.
+"""Headless Chromium through Selenium, for the browser tests and the documentation's
+screenshots (`dashboards/screenshots.py`).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (or any Chromium and a matching
 chromedriver on the PATH) and ``pip install selenium`` (in the dev extra).

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from se_search.cli import app
 from se_search.data import idx
 from se_search.data.idx import (
     IDX_DATASETS,
@@ -377,3 +379,17 @@ def test_an_inconsistent_split_is_refused_naming_the_file(
         load_idx_dataset("fashion-mnist", root=tmp_path, cache=tmp_path, download_timeout_s=1)
     message = str(caught.value)
     assert str(path) in message and says in message
+
+
+def test_run_with_a_truncated_file_in_data_root_exits_2_naming_it(tmp_path: Path) -> None:
+    _write_set(tmp_path / "idx")
+    broken = tmp_path / "idx" / IDX_FILES["test_images"]
+    broken.write_bytes(broken.read_bytes()[:-100])
+    result = CliRunner().invoke(app, [
+        "run", "--space", "fashion_resnet20", "--set", f"data.root={tmp_path / 'idx'}",
+        "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--trials", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())  # rich folds long lines
+    assert str(broken) in message and "truncated" in message and "data.root" in message
+    assert "Traceback" not in result.output and not isinstance(result.exception, Exception)

@@ -12,11 +12,13 @@ at once (the averages are tracked alongside the same run, so they cost no extra 
 
 each on validation top-1 and NLL. For a pair (A, B) under seeds 0 and 1:
 
-- *independent seeds*: the differences A0 - B1 and A1 - B0 (each candidate its own seed);
-- *common random numbers*: A0 - B0 and A1 - B1 (the same backbone weights, batches and
-  augmentation draws: se-search's default since ``build_model(seed=...)``);
+- *independent seeds* (each candidate under a seed of its own): the difference's variance
+  is var A + var B, each from the candidate's two seeds;
+- *common random numbers* (the same backbone weights, batches and augmentation draws:
+  se-search's default since ``build_model(seed=...)``): the difference A0 - B0 against
+  A1 - B1;
 
-and the spread of a difference is pooled over the pairs, ``sqrt(mean((d1 - d2)² / 2))``.
+each pooled over the pairs (:func:`se_search.stats.noise.difference_spreads`).
 Printed as ratios against independent seeds scored raw on the same metric, with a bootstrap
 95% interval over the pairs, and with what each view adds to a training's cost.
 
@@ -46,6 +48,7 @@ from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture, SEChoice
 from se_search.space import SearchSpace, load_space
 from se_search.space.sampling import block_options, random_architecture
+from se_search.stats.noise import difference_spreads
 
 SEEDS = (0, 1)
 
@@ -70,12 +73,6 @@ def pairs(space: SearchSpace, count: int, seed: int) -> list[tuple[Architecture,
     return found
 
 
-def spread(diffs: np.ndarray) -> float:
-    """The seed-to-seed spread of a pair's difference, pooled over pairs: ``diffs`` holds
-    each pair's two differences (one per seed pairing) as rows."""
-    return float(math.sqrt(np.mean((diffs[:, 0] - diffs[:, 1]) ** 2 / 2)))
-
-
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
 
@@ -91,27 +88,34 @@ def summarise(rows: dict[tuple[int, str, int], dict], count: int) -> dict[str, A
         value = rows[(pair, side, seed)]["views"][view][metric]
         return -value if metric == "nll" else value  # higher is better for both
 
-    def diffs(view: str, metric: str, common: bool) -> np.ndarray:
+    def scores(view: str, metric: str) -> list[tuple[float, float, float, float]]:
+        """Each pair's ``(a0, a1, b0, b1)``."""
         out = []
         for p in range(count):
-            a0, a1 = (score(p, "a", s, view, metric) for s in SEEDS)
-            b0, b1 = (score(p, "b", s, view, metric) for s in SEEDS)
-            out.append([a0 - b0, a1 - b1] if common else [a0 - b1, a1 - b0])
-        return np.array(out)
+            a0, a1, b0, b1 = (score(p, side, s, view, metric) for side in "ab" for s in SEEDS)
+            out.append((a0, a1, b0, b1))
+        return out
+
+    def spread(found: list[tuple[float, float, float, float]], common: bool) -> float:
+        return difference_spreads(found)[common]
 
     rng = np.random.default_rng(0)
     resamples = [rng.integers(0, count, count) for _ in range(2000)]
     for metric in ("top1", "nll"):
-        base = diffs("raw", metric, common=False)  # each metric against its own raw spread
+        base = scores("raw", metric)  # each metric against its own raw spread
         for view in names:
+            found = scores(view, metric)
             for common in (False, True):
-                d = diffs(view, metric, common)
                 key = f"{metric}/{view}/{'crn' if common else 'independent'}"
-                boots = [_ratio(spread(d[i]), spread(base[i])) for i in resamples]
+                boots = [
+                    _ratio(spread([found[j] for j in i], common),
+                           spread([base[j] for j in i], False))
+                    for i in resamples
+                ]  # fmt: skip
                 extra = np.mean([r["views"][view]["extra_seconds"] for r in rows.values()])
                 table[key] = {
-                    "sd": spread(d),
-                    "ratio": _ratio(spread(d), spread(base)),
+                    "sd": spread(found, common),
+                    "ratio": _ratio(spread(found, common), spread(base, False)),
                     "ratio_ci": [float(np.nanpercentile(boots, 2.5)),
                                  float(np.nanpercentile(boots, 97.5))],
                     "extra_seconds": float(extra),

@@ -10,6 +10,8 @@ means for a front.
   standard error, ``2·sqrt(se_a² + se_b²)`` (:func:`within_noise`). :func:`ties` marks each
   front member within noise of a cheaper one; :func:`cheapest_within_noise` picks the
   cheapest member within noise of the best.
+- :func:`difference_spreads`: how far the accuracy *difference* between two candidates
+  moves from one seed to the next, under independent seeds and under common random numbers.
 - :func:`budget_warning` says when a training budget ranks how fast networks start to
   train rather than how good they are.
 
@@ -33,6 +35,7 @@ __all__ = [
     "budget_warning",
     "cheapest_within_noise",
     "cost_objective",
+    "difference_spreads",
     "mark_ties",
     "pooled_sd",
     "standard_error",
@@ -69,6 +72,32 @@ def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
             squares += sum((v - mean) ** 2 for v in values)
             dof += len(values) - 1
     return (math.sqrt(squares / dof), dof) if dof else (None, 0)
+
+
+def difference_spreads(
+    pairs: Sequence[tuple[float, float, float, float]],
+) -> tuple[float, float]:
+    """``(independent, common)``: the seed-to-seed standard deviation of the accuracy
+    difference between two candidates, pooled over ``pairs`` of candidates A and B each
+    trained under the same two seeds s and t, rows ``(a_s, a_t, b_s, b_t)``.
+
+    - *independent seeds* (A and B each under a seed of its own): ``var(A - B) = var A +
+      var B``, each estimated from its two seeds, ``(a_s - a_t)² / 2``;
+    - *common random numbers* (A and B under one seed): the difference at s against the
+      difference at t, ``((a_s - b_s) - (a_t - b_t))² / 2``, which is ``var A + var B -
+      2 cov(A, B)`` at a shared seed.
+
+    Re-pairing the same four trainings, ``a_s - b_t`` against ``a_t - b_s``, does not give the
+    first: those two differences share every seed with opposite signs, so it estimates
+    ``var A + var B + 2 cov``, and the common seeds' correlation would count twice in their
+    ratio."""
+    if not pairs:
+        raise ValueError("difference_spreads needs at least one pair")
+    independent = statistics.fmean(
+        ((a_s - a_t) ** 2 + (b_s - b_t) ** 2) / 2 for a_s, a_t, b_s, b_t in pairs
+    )
+    common = statistics.fmean(((a_s - b_s) - (a_t - b_t)) ** 2 / 2 for a_s, a_t, b_s, b_t in pairs)
+    return math.sqrt(independent), math.sqrt(common)
 
 
 def standard_error(values: Sequence[float], sigma: float | None, seeds: int) -> float | None:

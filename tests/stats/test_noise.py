@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from se_search.stats.noise import (
     budget_warning,
     cheapest_within_noise,
+    difference_spreads,
     mark_ties,
     pooled_sd,
     standard_error,
@@ -91,3 +93,31 @@ def test_budget_warning_fires_on_a_rising_curve_and_stays_quiet_on_a_flat_one() 
     warning = budget_warning(flat, swapped, 0.05)
     assert warning is not None and "standard:16 overtook none" in warning
     assert budget_warning(rising, refs_kept, None) is None  # no floor: no gain to compare
+
+
+def test_difference_spreads_by_hand() -> None:
+    # A: 0.80, 0.82 (var A = 0.0002); B: 0.70, 0.71 (var B = 0.00005);
+    # differences 0.10 at s, 0.11 at t: common (0.01)^2 / 2 = 0.00005
+    independent, common = difference_spreads([(0.80, 0.82, 0.70, 0.71)])
+    assert independent == pytest.approx(math.sqrt(0.0002 + 0.00005))
+    assert common == pytest.approx(math.sqrt(0.00005))
+    with pytest.raises(ValueError, match="at least one pair"):
+        difference_spreads([])
+
+
+@pytest.mark.parametrize("shared", [0.0, 0.008])
+def test_difference_spreads_recover_known_variances(shared: float) -> None:
+    """A seed's shared effect (common to A and B, as common random numbers make it) plus each
+    candidate's own: the independent spread counts both, the common one only the own."""
+    rng = np.random.default_rng(0)
+    own, n = 0.004, 40_000
+    seed_effect = rng.normal(0, shared, (n, 2)) if shared else np.zeros((n, 2))
+    a = 0.80 + seed_effect + rng.normal(0, own, (n, 2))
+    b = 0.78 + seed_effect + rng.normal(0, own, (n, 2))
+    rows = [(a0, a1, b0, b1) for (a0, a1), (b0, b1) in zip(a.tolist(), b.tolist())]
+    independent, common = difference_spreads(rows)
+    assert independent == pytest.approx(math.sqrt(2 * (shared**2 + own**2)), rel=0.02)
+    assert common == pytest.approx(math.sqrt(2) * own, rel=0.02)
+    # what re-pairing the same trainings (a_s - b_t against a_t - b_s) would have said
+    repaired = math.sqrt(np.mean(((a[:, 0] - b[:, 1]) - (a[:, 1] - b[:, 0])) ** 2 / 2))
+    assert repaired == pytest.approx(math.sqrt(2 * own**2 + 4 * shared**2), rel=0.02)

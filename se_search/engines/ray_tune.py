@@ -91,8 +91,10 @@ class RayEngine:
         if ray.is_initialized():
             return False
         try:
+            # Without an address, start our own instance: Ray's default would join whichever
+            # cluster RAY_ADDRESS or /tmp/ray/ray_current_cluster names, another user's included.
             ray.init(
-                address=self.address,
+                address=self.address or "local",
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=False,

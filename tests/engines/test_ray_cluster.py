@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import ray
 from ray.cluster_utils import Cluster
 
@@ -14,31 +17,61 @@ from se_search.testing.standin import StandIn
 from tests.conftest import ASSETS
 
 
-def test_trials_run_on_both_nodes_and_record_their_node(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        space = load_space(
-            ASSETS / "e2e.yaml",
-            {
-                "storage": f"sqlite:///{tmp_path / 'cluster.db'}",
-                "search.engine": "ray",
-                "search.ray.address": cluster.address,
-                "search.ray.max_concurrent_trials": 2,
-                "search.checkpoints": "none",
-                "evaluation.epochs": 2,
-            },
-        )
-        # Each trial takes a whole node's CPU: two at once must use both nodes.
-        summary = RayEngine(space, evaluator=StandIn(seconds_per_epoch=1.0)).run()
-        assert summary.finished == 4
-        ray.init(address=cluster.address)
-        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        recorded = [c.node for c in ResultsStore(space.storage).candidates("e2e")]
-        assert len(recorded) == 4 and set(recorded) == nodes and len(nodes) == 2
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _nodes(cluster: Cluster) -> set[str]:
+    ray.init(address=cluster.address)
+    try:
+        return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+
+
+def _search(tmp_path: Path, name: str, **overrides: Any) -> list[str | None]:
+    """Run a 4-trial stand-in search; the node each trial recorded."""
+    space = load_space(
+        ASSETS / "e2e.yaml",
+        {
+            "storage": f"sqlite:///{tmp_path / name}.db",
+            "search.engine": "ray",
+            "search.checkpoints": "none",
+            "evaluation.epochs": 2,
+            **overrides,
+        },
+    )
+    summary = RayEngine(space, evaluator=StandIn(seconds_per_epoch=1.0)).run()
+    assert summary.finished == 4
+    return [c.node for c in ResultsStore(space.storage).candidates("e2e")]
+
+
+def test_trials_run_on_both_nodes_and_record_their_node(tmp_path: Path, cluster: Cluster) -> None:
+    # Each trial takes a whole node's CPU: two at once must use both nodes.
+    recorded = _search(
+        tmp_path,
+        "cluster",
+        **{"search.ray.address": cluster.address, "search.ray.max_concurrent_trials": 2},
+    )
+    nodes = _nodes(cluster)
+    assert len(recorded) == 4 and set(recorded) == nodes and len(nodes) == 2
+
+
+def test_without_an_address_it_starts_its_own_instance_not_the_running_cluster(
+    tmp_path: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray's own default joins the cluster RAY_ADDRESS names; the docs promise a local one.
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    recorded = _search(tmp_path, "own")
+    assert len(recorded) == 4 and None not in recorded
+    assert not set(recorded) & _nodes(cluster)

@@ -32,7 +32,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from se_search.bench.views import train_views
+from se_search.bench.views import check_appendable, train_views
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, load_space
@@ -89,6 +89,8 @@ def main() -> None:
             done[(row["label"], row["seed"])] = row
     plan = [(label, seed) for seed in seeds for label in found]
     to_go = sum(k not in done for k in plan)
+    if to_go:
+        check_appendable(done.values(), args.out)
     print(f"{space.name}: {len(found)} designs x seeds {seeds} at {epochs} epochs; "
           f"{to_go} of {len(plan)} trainings to go", flush=True)  # fmt: skip
     for i, (label, seed) in enumerate(plan, 1):

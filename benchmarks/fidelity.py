@@ -40,7 +40,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from se_search.bench.views import train_views
+from se_search.bench.views import check_appendable, train_views
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import SearchSpace, load_space
@@ -120,6 +120,8 @@ def main() -> None:
     ]
     plan = [(label, epochs, seed) for label in archs for epochs, seed in runs]
     done = load(args.out)
+    if any(k not in done for k in plan):
+        check_appendable(done.values(), args.out)
     evaluators = {e: Evaluator(budget(space, e)) for e in (short, long)}
     print(
         f"{space.name}: {len(archs)} candidates ({args.candidates} random + references), "
@@ -136,7 +138,8 @@ def main() -> None:
         row = {
             "label": label, "epochs": epochs, "seed": seed, "accuracy": raw["top1"],
             "nll": raw["nll"], "history": trained["history"], "seconds": trained["seconds"],
-            "views": trained["views"], "architecture": archs[label].to_dict(),
+            "views": trained["views"], "views_version": trained["views_version"],
+            "architecture": archs[label].to_dict(),
         }  # fmt: skip
         done[key] = row
         with args.out.open("a") as f:

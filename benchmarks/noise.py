@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from se_search.bench.views import train_views
+from se_search.bench.views import check_appendable, train_views
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture, SEChoice
 from se_search.space import SearchSpace, load_space
@@ -143,6 +143,8 @@ def main() -> None:
             done[(row["pair"], row["side"], row["seed"])] = row
     plan = [(p, side, seed) for p in range(args.pairs) for seed in SEEDS for side in "ab"]
     todo = sum(k not in done for k in plan)
+    if todo:
+        check_appendable(done.values(), args.out)
     print(f"{space.name}: {args.pairs} pairs x 2 candidates x seeds {SEEDS}, "
           f"{todo} of {len(plan)} trainings to go", flush=True)  # fmt: skip
     for i, key in enumerate(plan, 1):

@@ -9,6 +9,8 @@ training; ``evaluation.average`` is the same arithmetic
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -20,10 +22,28 @@ from se_search.evaluation.train import scores, train_in_lockstep
 from se_search.models.arch import Architecture
 from se_search.space import build_model, zero_init_residual
 
-__all__ = ["VIEWS", "train_views"]
+__all__ = ["VIEWS", "VIEWS_VERSION", "check_appendable", "train_views"]
 
 #: The averaged views tracked beside the raw weights: (kind, span).
 VIEWS = (("ema", 0.25), ("ema", 0.5), ("swa", 0.25), ("swa", 0.5))
+
+#: What a view's numbers mean, stamped on every row ``train_views`` returns: 2 since the EMA
+#: became a warmed-up average of the window with BatchNorm recomputed (rows without a stamp
+#: are version 1, whose EMA started at the first step; see
+#: :mod:`se_search.evaluation.averaging`).
+VIEWS_VERSION = 2
+
+
+def check_appendable(rows: Iterable[Mapping[str, Any]], path: Path) -> None:
+    """Refuse to add rows to a results file measured under another :data:`VIEWS_VERSION`,
+    whose views would mean something else; summarising its finished rows is fine."""
+    found = {row.get("views_version", 1) for row in rows} - {VIEWS_VERSION}
+    if found:
+        raise SystemExit(
+            f"{path}: its rows were measured under views version {min(found)}, whose EMA "
+            f"views differ from this version's ({VIEWS_VERSION}); summarise only its finished "
+            "part, or write new trainings to a new --out file"
+        )
 
 
 def train_views(
@@ -72,13 +92,13 @@ def train_views(
     for name, average in averages.items():
         begin = time.perf_counter()
         net = average.averaged
-        if average.kind == "swa":  # BN recomputed on the training split, as swa does
-            train = setup.loader(setup.data.train, shuffle=True, seed=seed)
-            update_bn(train, net, device=setup.device)
+        # BN recomputed on the training split, as evaluation.average does
+        train = setup.loader(setup.data.train, shuffle=True, seed=seed)
+        update_bn(train, net, device=setup.device)
         bn = time.perf_counter() - begin  # scoring costs what the raw view's does: not counted
         found = scores(net.module, val, device=setup.device)
         views[name] = {"top1": found.top1, "nll": found.nll,
                        "extra_seconds": tracking[0] / len(averages) + bn,
                        **on_test(net.module)}  # fmt: skip
-    return {"views": views, "seconds": seconds, "tracking_seconds": tracking[0],
-            "history": run.history}  # fmt: skip
+    return {"views": views, "views_version": VIEWS_VERSION, "seconds": seconds,
+            "tracking_seconds": tracking[0], "history": run.history}  # fmt: skip

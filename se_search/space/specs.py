@@ -268,9 +268,9 @@ class EvaluationSpec(_Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     zero_init_residual: bool = True  # last BN of each residual branch starts at gamma = 0
-    #: Score an average of the weights instead of the last ones: ema (an exponential moving
-    #: average over ``average_span`` of the run) or swa (the equal average of the run's last
-    #: ``average_span``, BatchNorm recomputed); see :mod:`se_search.evaluation.averaging`.
+    #: Score an average of the weights over the run's last ``average_span`` instead of the
+    #: last ones: ema (exponential, its horizon a third of the span) or swa (equal), either
+    #: with BatchNorm recomputed; see :mod:`se_search.evaluation.averaging`.
     average: Literal["none", "ema", "swa"] = "none"
     average_span: Annotated[float, Field(gt=0, le=1)] = 0.25
     #: additive: the front is drawn by the pooled additive model's prediction of each

@@ -4,10 +4,11 @@ validation and, when asked, on the official test split (all 10,000 Fashion-MNIST
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from se_search.bench.views import VIEWS, train_views
+from se_search.bench.views import VIEWS, VIEWS_VERSION, check_appendable, train_views
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
 from se_search.space import load_space
@@ -23,7 +24,7 @@ def test_every_view_is_scored_on_the_whole_test_split_when_asked() -> None:
     arch = Architecture({"layer3.2": "standard:4"})
     found = train_views(evaluator, arch, 0, test=True)
     names = {"raw", *(f"{kind}{span}" for kind, span in VIEWS)}
-    assert set(found["views"]) == names
+    assert set(found["views"]) == names and found["views_version"] == VIEWS_VERSION
     for view in found["views"].values():
         assert 0.0 <= view["test_top1"] <= 1.0 and view["test_nll"] > 0.0
         correct = view["test_top1"] * 10_000  # a share of all 10,000 test images
@@ -38,3 +39,11 @@ def test_a_data_set_without_a_test_split_is_refused() -> None:
                                                   "data.train_size": 64}))  # fmt: skip
     with pytest.raises(ValueError, match="no test split"):
         train_views(evaluator, Architecture(), 0, test=True)
+
+
+def test_rows_of_another_views_version_are_not_added_to() -> None:
+    path = Path("results/noise.jsonl")
+    check_appendable([], path)
+    check_appendable([{"views_version": VIEWS_VERSION}] * 2, path)
+    with pytest.raises(SystemExit, match=r"results/noise.jsonl: .* version 1.* new --out"):
+        check_appendable([{"views_version": VIEWS_VERSION}, {"pair": 0}], path)  # no stamp: 1

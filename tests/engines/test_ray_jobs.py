@@ -126,6 +126,7 @@ def test_a_submitted_search_stores_its_front(cluster: str, workdir: Path, tmp_pa
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * TRIALS
 
 
+@pytest.mark.slow  # about 65 s; test_kill.py's [ray] case kills and resumes a ray search
 def test_a_stopped_job_loses_nothing_and_a_resubmission_finishes_it(
     cluster: str, workdir: Path, tmp_path: Path
 ) -> None:

@@ -19,16 +19,37 @@ def _set(model: nn.Module, value: float) -> None:
             p.fill_(value)
 
 
-def test_ema_follows_the_weights_with_the_decay_its_span_gives() -> None:
+def test_ema_starts_with_the_window_warms_up_then_decays_over_a_third_of_it() -> None:
     model = nn.Linear(2, 1)
-    ema = WeightAverage(model, kind="ema", steps=40, span=0.25)  # horizon 10: decay 0.9
-    expected = None
-    for value in [1.0, 2.0, 3.0, 4.0]:
-        _set(model, value)
+    ema = WeightAverage(model, kind="ema", steps=24, span=0.5)  # window 12, horizon 4
+    for step in range(1, 25):
+        _set(model, 1000.0 if step <= 12 else float(step))  # before the window: no trace
         ema.update(model)
-        expected = value if expected is None else 0.9 * expected + 0.1 * value
+        assert ema.started == (step >= 13)
+    expected = 0.0
+    for n, value in enumerate(range(13, 25), 1):
+        expected += (value - expected) * max(0.25, 1 / n)  # the mean of 13..16, then decay 0.75
+        if value == 16:
+            assert expected == (13 + 14 + 15 + 16) / 4
     weight = ema.averaged.module.weight
     assert torch.allclose(weight, torch.full_like(weight, expected))
+    assert 20 < expected < 24  # it lags the last weights
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_the_scored_average_has_batchnorm_statistics_of_the_training_data(kind: str) -> None:
+    model = nn.Sequential(nn.BatchNorm1d(2))
+    average = WeightAverage(model, kind=kind, steps=4, span=0.5)
+    for _ in range(4):
+        with torch.no_grad():
+            model[0].running_mean.fill_(99.0)  # buffers the weights no longer match
+        average.update(model)
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0)) + torch.tensor([3.0, -1.0])
+    loader = [(x, torch.zeros(256, dtype=torch.long))]
+    net = average.scored(model, last=False, train_loader=loader, device=torch.device("cpu"))
+    assert net is model  # averages are scored at the end of the run
+    net = average.scored(model, last=True, train_loader=loader, device=torch.device("cpu"))
+    assert torch.allclose(net[0].running_mean, x.mean(0), atol=1e-5)
 
 
 def test_swa_averages_the_last_span_of_the_run_equally() -> None:

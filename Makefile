@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(LOCK)
 run: $(STAMP)  ## the main job: a search of the paper's space (ResNet-50 on digits)
 	$(VENV)/bin/se-search run --space search_spaces/resnet50.yaml
 
-test: $(STAMP)  ## the default suite (slow tests excluded), 12-14 minutes on 2 cores
+test: $(STAMP)  ## the default suite (slow tests excluded), about 16 minutes on 2 cores
 	$(PY) -m pytest -m "not slow"
 
 test-all: $(STAMP)

@@ -38,12 +38,15 @@ AVERAGES = ("ema", "swa")
 EMA_HORIZON = 1 / 3
 
 
-def _warm_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+Params = tuple[Tensor, ...] | list[Tensor]
+
+
+def _warm_ema(decay: float) -> Callable[[Params, Params, Tensor | int], None]:
     """``AveragedModel``'s update: an EMA that is an equal running mean until it has seen
     ``1 / (1 - decay)`` steps (``n_averaged`` counts the updates before this one)."""
 
     @torch.no_grad()
-    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+    def update(averaged: Params, current: Params, n_averaged: Tensor | int) -> None:
         weight = max(1 - decay, 1 / (int(n_averaged) + 1))
         torch._foreach_lerp_(averaged, current, weight)
 

@@ -72,6 +72,6 @@ def test_without_an_address_it_starts_its_own_instance_not_the_running_cluster(
 ) -> None:
     # Ray's own default joins the cluster RAY_ADDRESS names; the docs promise a local one.
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    recorded = _search(tmp_path, "own")
+    recorded = _search(tmp_path, "own", **{"evaluation.epochs": 1})
     assert len(recorded) == 4 and None not in recorded
     assert not set(recorded) & _nodes(cluster)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from torch.optim.swa_utils import update_bn
 
 from se_search.evaluation.averaging import WeightAverage
 from se_search.evaluation.evaluator import Evaluator
@@ -91,14 +90,13 @@ def train_views(
                      **on_test(model)}}  # fmt: skip
     for name, average in averages.items():
         begin = time.perf_counter()
-        net = average.averaged
-        # BN recomputed on the training split, as evaluation.average does
+        # the averaged network, its BN recomputed on the training split, as the loop scores it
         train = setup.loader(setup.data.train, shuffle=True, seed=seed)
-        update_bn(train, net, device=setup.device)
+        net = average.scored(model, last=True, train_loader=train, device=setup.device)
         bn = time.perf_counter() - begin  # scoring costs what the raw view's does: not counted
-        found = scores(net.module, val, device=setup.device)
+        found = scores(net, val, device=setup.device)
         views[name] = {"top1": found.top1, "nll": found.nll,
                        "extra_seconds": tracking[0] / len(averages) + bn,
-                       **on_test(net.module)}  # fmt: skip
+                       **on_test(net)}  # fmt: skip
     return {"views": views, "views_version": VIEWS_VERSION, "seconds": seconds,
             "tracking_seconds": tracking[0], "history": run.history}  # fmt: skip

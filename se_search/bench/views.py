@@ -9,10 +9,11 @@ training; ``evaluation.average`` is the same arithmetic
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from se_search.evaluation.averaging import WeightAverage
@@ -46,20 +47,25 @@ def check_appendable(rows: Iterable[Mapping[str, Any]], path: Path) -> None:
 
 
 def train_views(
-    evaluator: Evaluator, arch: Architecture, seed: int, *, test: bool = False
+    evaluator: Evaluator,
+    arch: Architecture,
+    seed: int,
+    *,
+    test: bool = False,
+    views: Sequence[tuple[str, float]] = VIEWS,
 ) -> dict[str, Any]:
     """Train ``arch`` under ``seed`` as the evaluator's space says (its own averaging off),
-    tracking every view of :data:`VIEWS`: ``{"views": {name: {"top1", "nll",
-    "extra_seconds"}}, "seconds", "tracking_seconds"}``, ``raw`` among the views; with
-    ``test``, each view also scored on the test split (``test_top1``, ``test_nll``), for a
-    design chosen beforehand."""
+    tracking each of ``views`` (by default every one of :data:`VIEWS`; ``()`` for the final
+    weights alone): ``{"views": {name: {"top1", "nll", "extra_seconds"}}, "seconds",
+    "tracking_seconds", "threads"}``, ``raw`` among the views; with ``test``, each view also
+    scored on the test split (``test_top1``, ``test_nll``), for a design chosen beforehand."""
     space, setup = evaluator.space, evaluator.setup
     ev = space.evaluation
     model = build_model(space, arch, seed=seed)
     if ev.zero_init_residual and not ev.traits.from_weights:
         zero_init_residual(model, space)
     steps = ev.epochs * len(setup.loader(setup.data.train, shuffle=True, seed=seed))
-    averages = {f"{k}{s}": WeightAverage(model, kind=k, steps=steps, span=s) for k, s in VIEWS}
+    averages = {f"{k}{s}": WeightAverage(model, kind=k, steps=steps, span=s) for k, s in views}
     tracking = [0.0]
 
     def on_step(net: nn.Module) -> None:
@@ -86,8 +92,8 @@ def train_views(
                            device=setup.device)  # fmt: skip
         return {"test_top1": top1, "test_nll": nll}
 
-    views = {"raw": {"top1": run.accuracy, "nll": run.nll, "extra_seconds": 0.0,
-                     **on_test(model)}}  # fmt: skip
+    scored = {"raw": {"top1": run.accuracy, "nll": run.nll, "extra_seconds": 0.0,
+                      **on_test(model)}}  # fmt: skip
     for name, average in averages.items():
         begin = time.perf_counter()
         # the averaged network, its BN recomputed on the training split, as the loop scores it
@@ -95,8 +101,9 @@ def train_views(
         net = average.scored(model, last=True, train_loader=train, device=setup.device)
         bn = time.perf_counter() - begin  # scoring costs what the raw view's does: not counted
         found = scores(net, val, device=setup.device)
-        views[name] = {"top1": found.top1, "nll": found.nll,
-                       "extra_seconds": tracking[0] / len(averages) + bn,
-                       **on_test(net)}  # fmt: skip
-    return {"views": views, "views_version": VIEWS_VERSION, "seconds": seconds,
-            "tracking_seconds": tracking[0], "history": run.history}  # fmt: skip
+        scored[name] = {"top1": found.top1, "nll": found.nll,
+                        "extra_seconds": tracking[0] / len(averages) + bn,
+                        **on_test(net)}  # fmt: skip
+    return {"views": scored, "views_version": VIEWS_VERSION, "seconds": seconds,
+            "tracking_seconds": tracking[0], "threads": torch.get_num_threads(),
+            "history": run.history}  # fmt: skip

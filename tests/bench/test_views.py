@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from se_search.bench.views import VIEWS, VIEWS_VERSION, check_appendable, train_views
 from se_search.evaluation.evaluator import Evaluator
@@ -47,3 +48,14 @@ def test_rows_of_another_views_version_are_not_added_to() -> None:
     check_appendable([{"views_version": VIEWS_VERSION}] * 2, path)
     with pytest.raises(SystemExit, match=r"results/noise.jsonl: .* version 1.* new --out"):
         check_appendable([{"views_version": VIEWS_VERSION}, {"pair": 0}], path)  # no stamp: 1
+
+
+@needs_fashion
+def test_with_no_views_asked_only_the_final_weights_are_scored() -> None:
+    evaluator = Evaluator(load_space("fashion_resnet20", TINY))
+    arch = Architecture({"layer3.2": "standard:4"})
+    every = train_views(evaluator, arch, 0)
+    bare = train_views(evaluator, arch, 0, views=())
+    assert set(bare["views"]) == {"raw"}
+    assert bare["views"]["raw"] == every["views"]["raw"]  # tracking views changes no training
+    assert bare["threads"] == torch.get_num_threads()

@@ -81,12 +81,11 @@ def _bare_loop(
     device: torch.device, images: torch.Tensor, labels: torch.Tensor, *, steps: int
 ) -> float:
     """The fastest plain loop on one resident batch: what the strategy is held against."""
-    from se_search.evaluation.train import autocast, make_optimizer, memory_format
+    from se_search.evaluation.train import LAYOUT, autocast, make_optimizer
 
     _, model = se_resnet50_pair(num_classes=10)
-    fmt = memory_format(device)
-    model.to(device).to(memory_format=fmt).train()  # two steps: see training_epochs
-    x = images.to(device, memory_format=fmt)
+    model.to(device).to(memory_format=LAYOUT).train()  # two steps: see training_epochs
+    x = images.to(device, memory_format=LAYOUT)
     y = labels.to(device)
     optimizer, _ = make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-5, steps=steps)
     loss_fn = nn.CrossEntropyLoss()

@@ -3,8 +3,8 @@
 
 SGD with Nesterov momentum, a cosine learning-rate schedule stepped per batch, cross-entropy by
 default (a supernet's step samples its architectures instead: the ``step`` hook); a score on
-the validation split after every epoch (top-1 by default: the ``score`` hook). On CUDA:
-channels_last and bf16 autocast. Divergence (a NaN or infinite loss) is checked once per epoch
+the validation split after every epoch (top-1 by default: the ``score`` hook). channels_last
+on every device (:data:`LAYOUT`); bf16 autocast on CUDA. Divergence (a NaN or infinite loss) is checked once per epoch
 on an accumulated on-device sum, so the loop never waits for the GPU inside an epoch; with an
 in-memory data set on the device (:class:`~se_search.data.loaders.TensorLoader`) nothing
 inside an epoch waits for the host either. Throughput is counted over the training steps only:
@@ -30,6 +30,7 @@ from torch import nn
 from se_search.evaluation.averaging import WeightAverage
 
 __all__ = [
+    "LAYOUT",
     "Diverged",
     "EpochResult",
     "Score",
@@ -40,7 +41,6 @@ __all__ = [
     "cross_entropy_step",
     "evaluate",
     "make_optimizer",
-    "memory_format",
     "scores",
     "train_and_evaluate",
     "train_in_lockstep",
@@ -71,9 +71,11 @@ def autocast(device: torch.device) -> AbstractContextManager[object]:
     return nullcontext()
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (tensor cores want it); the default layout elsewhere."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+#: The layout networks train and score in: channels_last on every device. Tensor cores want
+#: it on CUDA; on this project's 2-core CPU, a Fashion-MNIST ResNet-20 epoch took 1.2-1.3x
+#: less time in it and a MobileNetV2 training step about 2x less, ResNet-18/50 steps within
+#: 4% either way (``benchmarks/layout.py``).
+LAYOUT = torch.channels_last
 
 
 class Scores(NamedTuple):
@@ -93,9 +95,8 @@ def scores(
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss = torch.zeros((), dtype=torch.double, device=device)
     total = 0
-    fmt = memory_format(device)
     for images, labels in loader:
-        images = images.to(device, non_blocking=True, memory_format=fmt)
+        images = images.to(device, non_blocking=True, memory_format=LAYOUT)
         labels = labels.to(device, non_blocking=True)
         with autocast(device):
             logits = model(images)
@@ -193,9 +194,8 @@ def training_epochs(
     Raises:
         Diverged: when the loss of an epoch is NaN or infinite.
     """
-    fmt = memory_format(device)
     # in two steps: Module.to is typed for a device or a memory format, not both at once
-    model.to(device).to(memory_format=fmt)
+    model.to(device).to(memory_format=LAYOUT)
     # torch.compile types its result as the callable it is given; a module's is a module (an
     # OptimizedModule wrapping it), which the step, the average and the score take
     net = cast(nn.Module, torch.compile(model)) if compile else model
@@ -218,7 +218,7 @@ def training_epochs(
         loss_sum = torch.zeros((), device=device)
         epoch_images, epoch_start = 0, time.perf_counter()
         for batch, labels in train_loader:
-            batch = batch.to(device, non_blocking=True, memory_format=fmt)
+            batch = batch.to(device, non_blocking=True, memory_format=LAYOUT)
             labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = step(net, batch, labels)

@@ -17,6 +17,7 @@ from torch.utils.data import Subset
 
 from se_search.data.sets import DataBundle, load_data
 from se_search.evaluation.evaluator import Evaluation, Evaluator
+from se_search.evaluation.train import LAYOUT
 from se_search.models.arch import Architecture
 from se_search.models.backbones import get_backbone
 from se_search.models.blocks import IDENTITY_GAIN, SqueezeExcite
@@ -265,5 +266,6 @@ def test_a_checkpoint_rebuilt_from_its_architecture_keeps_the_gain(finetuned: Fi
         get_backbone("resnet18").build("resnet18", num_classes=10), RUN_ARCH, backbone="resnet18"
     )
     rebuilt.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    rebuilt.to(memory_format=LAYOUT)  # as it trained: bit for bit needs the same layout
     x = torch.randn(4, 3, 16, 16)
     assert torch.equal(_logits(rebuilt, x), _logits(model.cpu(), x))

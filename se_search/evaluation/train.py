@@ -4,10 +4,11 @@
 SGD with Nesterov momentum, a cosine learning-rate schedule stepped per batch, cross-entropy by
 default (a supernet's step samples its architectures instead: the ``step`` hook); a score on
 the validation split after every epoch (top-1 by default: the ``score`` hook). channels_last
-on every device (:data:`LAYOUT`); bf16 autocast on CUDA. Divergence (a NaN or infinite loss) is checked once per epoch
-on an accumulated on-device sum, so the loop never waits for the GPU inside an epoch; with an
-in-memory data set on the device (:class:`~se_search.data.loaders.TensorLoader`) nothing
-inside an epoch waits for the host either. Throughput is counted over the training steps only:
+on every device (:data:`LAYOUT`); bf16 autocast on CUDA. Divergence (a NaN or infinite loss)
+is checked once per epoch on an accumulated on-device sum, so the loop never waits for the GPU
+inside an epoch; with an in-memory data set on the device
+(:class:`~se_search.data.loaders.TensorLoader`) nothing inside an epoch waits for the host
+either. Throughput is counted over the training steps only:
 the epoch's end, where the loop waits for the loss anyway, closes each epoch's clock, and
 evaluation is not timed. ``compile=True`` trains and evaluates ``torch.compile(model)`` (the
 first epoch pays for the compilation). What the loop is given (loaders, optimiser settings,

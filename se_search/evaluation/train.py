@@ -73,7 +73,7 @@ def autocast(device: torch.device) -> AbstractContextManager[object]:
 
 
 #: The layout networks train and score in: channels_last on every device. Tensor cores want
-#: it on CUDA; on this project's 2-core CPU, a Fashion-MNIST ResNet-20 epoch took 1.2-1.3x
+#: it on CUDA; on this project's 2-core CPU, a Fashion-MNIST ResNet-20 epoch took 1.1-1.3x
 #: less time in it and a MobileNetV2 training step about 2x less, ResNet-18/50 steps within
 #: 4% either way (``benchmarks/layout.py``).
 LAYOUT = torch.channels_last

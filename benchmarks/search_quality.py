@@ -9,12 +9,15 @@
    higher budget (``verify --epochs N --seeds K``), and trains the hand designs at that
    budget under ``--hand-seeds`` seeds: ``none``; ``standard:16`` everywhere (the paper);
    ``standard:16`` in the last two stages only (MnasNet, MobileNetV3, EfficientNetV2);
-   ``standard:16`` everywhere but the last stage (the paper's ~4%-parameter variant). The
-   hand designs' seeds give that budget's noise σ (pooled).
+   ``standard:16`` everywhere but the last stage (the paper's ~4%-parameter variant);
+   ``standard:16`` in the last stage only (where the paper's Section 7 finds SE matters
+   least). The hand designs' seeds give that budget's noise σ (pooled).
 3. Reports whether any verified architecture dominates each hand design by more than noise:
    no costlier on FLOPs and latency, and more accurate by more than twice the combined
    standard error (σ/√seeds for a one-seed front member); and which cheaper members are
-   within that noise of it.
+   within that noise of it. With ``--split test`` (a data set with a test split), the
+   fronts are verified with ``verify --split test``, the hand designs are scored on the test
+   split too, and the comparison is made there: validation chose, the test split judges.
 
 Latency comes from the lookup table (``latency.mode: lut``), filled once in the shared
 database, so every study sees the same figure for the same architecture. Everything is
@@ -34,6 +37,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from se_search.bench.views import train_views
 from se_search.engines.local import LocalEngine
 from se_search.evaluation.evaluator import Evaluator
 from se_search.models.arch import Architecture
@@ -61,6 +65,9 @@ def hand_designs(space: SearchSpace) -> dict[str, Architecture]:
         ),
         "standard:16 but the last stage": Architecture(
             {s: "standard:16" for s in sites if s.rpartition(".")[0] != last}
+        ),
+        "standard:16 in the last stage only": Architecture(
+            {s: "standard:16" for s in sites if s.rpartition(".")[0] == last}
         ),
     }
 
@@ -101,6 +108,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--split", choices=("val", "test"), default="val",
+        help="where verified fronts and hand designs are compared (test: verify --split test)",
+    )  # fmt: skip
+    parser.add_argument(
         "--hands-out", type=Path, default=Path("benchmarks/results/search_quality-hands.jsonl")
     )
     args = parser.parse_args()
@@ -118,7 +129,8 @@ def main() -> None:
     data = comparison_data(args.storage, studies)
     write_comparison(args.storage, studies, args.html)
     print(f"\nhypervolume after {args.trials} trials (one normalisation for all studies):")
-    result: dict[str, Any] = {"trials": args.trials, "seeds": args.seeds, "samplers": {}}
+    result: dict[str, Any] = {"trials": args.trials, "seeds": args.seeds, "split": args.split,
+                              "samplers": {}}  # fmt: skip
     for name, group in data["groups"].items():
         q1, median, q3 = group["final"]
         finals = {s: data["curves"][s][-1] for s in group["studies"]}
@@ -138,11 +150,11 @@ def main() -> None:
         print(f"\nverifying {best}'s front ({front} members) at {args.verify_epochs} epochs "
               f"under {args.verify_seeds} seed(s)", flush=True)  # fmt: skip
         report = verify(args.storage, best, top=front, epochs=args.verify_epochs,
-                        seeds=args.verify_seeds)  # fmt: skip
+                        seeds=args.verify_seeds, split=args.split)  # fmt: skip
         verified[name] = [r for r in report.rows if r.trial_number in report.front]
         result["samplers"][name]["verified"] = [
             {"trial": r.trial_number, "accuracy": r.accuracy, "se": r.accuracy_se,
-             "hand_design": designed.get(r.arch_hash),
+             "test_accuracy": r.test_accuracy, "hand_design": designed.get(r.arch_hash),
              "flops": r.flops, "latency_ms": r.latency_ms, "placement": r.placement}
             for r in report.rows
         ]  # fmt: skip
@@ -155,24 +167,23 @@ def main() -> None:
     seeds = [base.search.seed + i for i in range(args.hand_seeds)]
     done = _trained_hands(args.hands_out)  # resumable: one JSON line per training
     elsewhere = trained_elsewhere(ResultsStore(args.storage), base, args.verify_epochs)
+    key = "accuracy" if args.split == "val" else "test_accuracy"
     hands = {}
     for label, arch in designs.items():
-        accuracies = []
         for seed in seeds:
-            key = (label, seed, args.verify_epochs)
-            if key not in done:  # a reference verify trained at this seed is copied
-                copy = elsewhere.get((arch.hash, seed))
-                done[key] = copy.accuracy if copy else evaluator.train(arch, [seed]).accuracy
-                line = {"label": label, "seed": seed, "epochs": args.verify_epochs,
-                        "accuracy": done[key], "copied_from": copy and copy.source}  # fmt: skip
+            if (label, seed, args.verify_epochs) not in done:
+                line = _train_hand(evaluator, arch, seed, elsewhere, test=args.split == "test")
+                line = {"label": label, "seed": seed, "epochs": args.verify_epochs, **line}
+                done[(label, seed, args.verify_epochs)] = line
                 with args.hands_out.open("a") as out:
                     out.write(json.dumps(line) + "\n")
-            accuracies.append(done[key])
+        accuracies = [done[(label, seed, args.verify_epochs)][key] for seed in seeds]
         costs = evaluator.costs(arch)
         hands[label] = {"accuracy": statistics.fmean(accuracies), "accuracies": accuracies,
                         "flops": costs["flops"], "latency_ms": costs["latency_ms"],
                         "params": costs["params"]}  # fmt: skip
-        print(f"  hand design {label}: {hands[label]['accuracy']:.4f} {accuracies}", flush=True)
+        print(f"  hand design {label} ({args.split}): {hands[label]['accuracy']:.4f} "
+              f"{accuracies}", flush=True)  # fmt: skip
     result["hand_designs"] = hands
 
     # Noise of the higher budget: pooled over the hand designs' seeds.
@@ -187,16 +198,24 @@ def main() -> None:
     result["dominance"] = {}
     for label, hand in hands.items():
         hand_se = standard_error(hand["accuracies"], sigma, len(hand["accuracies"]))
-        winners, within = [], []
+        winners: list[str] = []
+        within: list[str] = []
         for name, rows in verified.items():
             for r in rows:
                 if r.flops > hand["flops"] or r.latency_ms > hand["latency_ms"]:
                     continue
                 if r.arch_hash in designed:  # the search's seeded paper designs
                     continue
-                own = r.seed_accuracies or []
-                se = math.hypot(standard_error(own, sigma, len(own) or 1), hand_se)
-                gap = r.accuracy - hand["accuracy"]
+                if args.split == "test":  # the mean of its verified seeds on the test split
+                    accuracy = r.test_accuracy  # None off the verified front: not tested
+                    own_se = standard_error([], sigma, len(r.test_seeds or []))
+                else:
+                    accuracy, own = r.accuracy, r.seed_accuracies or []
+                    own_se = standard_error(own, sigma, len(own) or 1)
+                if accuracy is None:
+                    continue
+                se = math.hypot(own_se or 0.0, hand_se or 0.0)
+                gap = accuracy - hand["accuracy"]
                 member = f"{name} trial {r.trial_number} ({gap:+.4f} ± {2 * se:.4f})"
                 (winners if gap > 2 * se else within if gap > -2 * se else []).append(member)
         result["dominance"][label] = {"dominated_by": winners, "cheaper_and_tied": within}
@@ -243,12 +262,26 @@ def paired_finals(
     return out
 
 
-def _trained_hands(path: Path) -> dict[tuple[str, int, int], float]:
-    """The hand-design trainings a previous run wrote to ``path``."""
+def _train_hand(
+    evaluator: Evaluator, arch: Architecture, seed: int, elsewhere: dict, *, test: bool
+) -> dict[str, Any]:
+    """One hand-design training's scores: validation ``accuracy`` and, with ``test``, the
+    test split's ``test_accuracy``. Without ``test``, a reference that ``verify`` trained at
+    this seed is copied (``copied_from``) instead of trained again."""
+    if test:
+        raw = train_views(evaluator, arch, seed, test=True, views=())["views"]["raw"]
+        return {"accuracy": raw["top1"], "test_accuracy": raw["test_top1"]}
+    copy = elsewhere.get((arch.hash, seed))
+    accuracy = copy.accuracy if copy else evaluator.train(arch, [seed]).accuracy
+    return {"accuracy": accuracy, "copied_from": copy and copy.source}
+
+
+def _trained_hands(path: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """The hand-design trainings a previous run wrote to ``path``, by (label, seed, epochs)."""
     if not path.exists():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["label"], r["seed"], r["epochs"]): r["accuracy"] for r in rows}
+    return {(r["label"], r["seed"], r["epochs"]): r for r in rows}
 
 
 if __name__ == "__main__":

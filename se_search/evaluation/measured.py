@@ -20,8 +20,7 @@ from se_search.storage.database import redact
 
 __all__ = ["MEASURED", "Measured", "rank_caveat"]
 
-_WHERE = "digits at 32 px, 40 ResNet-50 placements, against the mean of two 32-epoch trainings"
-_COMMAND = "benchmarks/screens.py"
+_DIGITS = "digits at 32 px, 40 ResNet-50 placements, against the mean of two 32-epoch trainings"
 #: The best trivial ranker's tau in every results file: they share candidates and target.
 _SE_BLOCKS_TAU = 0.3502
 _TRIVIAL = {"params": "the parameter count", "flops": "FLOPs", "latency_ms": "latency",
@@ -45,6 +44,8 @@ class Measured:
     #: oneshot: applies to the supernet set so (every other key at its default) only
     supernet: dict[str, Any] | None = None
     results: str = "screens.json"  # the file in benchmarks/results it comes from
+    where: str = _DIGITS  # the data, candidates and target it was measured on, in words
+    command: str = "benchmarks/screens.py"  # the script that measured it
 
     def applies(self, space: SearchSpace) -> bool:
         ev = space.evaluation
@@ -70,7 +71,7 @@ class Measured:
                 + ("does worse" if self.verdict == "loses" else "does no better beyond noise")
             )
         return (
-            f"note: measured on {_WHERE} ({_COMMAND}), {self.what} {agreement}. Treat the "
+            f"note: measured on {self.where} ({self.command}), {self.what} {agreement}. Treat the "
             f"front's accuracies as a coarse screen, and retrain it before trusting its "
             f"order: {verify}"
         )

@@ -97,7 +97,11 @@ def test_a_strategy_that_beats_the_trivial_rankers_says_nothing() -> None:
                    trivial_tau=0.3, verdict="beats it")  # fmt: skip
     assert won.caveat("se-search verify") is None
     tied = Measured(screen="s", what="w", tau=0.35, ci=(0.1, 0.6), trivial="flops",
-                    trivial_tau=0.3, verdict="within noise")  # fmt: skip
+                    trivial_tau=0.3, verdict="within noise", where="Fashion-MNIST, 40 placements",
+                    command="benchmarks/fidelity.py")  # fmt: skip
     said = tied.caveat("se-search verify --epochs 32")
     assert "does no better beyond noise" in said and "FLOPs alone" in said
+    assert said.startswith(
+        "note: measured on Fashion-MNIST, 40 placements (benchmarks/fidelity.py)"
+    )
     assert said.endswith("before trusting its order: se-search verify --epochs 32")

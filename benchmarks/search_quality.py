@@ -166,7 +166,10 @@ def main() -> None:
     )
     seeds = [base.search.seed + i for i in range(args.hand_seeds)]
     done = _trained_hands(args.hands_out)  # resumable: one JSON line per training
-    elsewhere = trained_elsewhere(ResultsStore(args.storage), base, args.verify_epochs)
+    elsewhere = (  # only the validation path copies what verify trained
+        trained_elsewhere(ResultsStore(args.storage), base, args.verify_epochs)
+        if args.split == "val" else {}
+    )  # fmt: skip
     key = "accuracy" if args.split == "val" else "test_accuracy"
     hands = {}
     for label, arch in designs.items():
